@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of Sluice against its peers (issue 7). Run: python -m bench.run"""

@@ -1,0 +1,85 @@
+"""Sluice cases. `CASES[0]` is the reference row the ×Sluice ratios divide by.
+
+Later Sluice-only cases (HTTP drain through gunicorn, enqueue→start latency, worker RSS) go
+into CASES too; each is a `Case(name, fn)` with fn(dsn, n) -> Timing on its own fresh database.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from bench.cases import Case, Timing
+from bench.peers import BATCH
+from bench.pgutil import analyze, scalar
+
+SLUICE_NAME = "sluice"
+
+# Jobs Sluice shows as completed, once its table name is settled (e.g. "SELECT count(*) FROM jobs
+# WHERE status = 'completed'"). Until then the count is found by `_count_completed` below.
+SLUICE_DONE_SQL: str | None = None
+
+
+def sluice_available() -> str | None:
+    """None when `lib` exposes the API the bench uses, else the reason it does not."""
+    try:
+        import lib
+    except Exception as exc:  # any import-time failure of a half-written lib counts
+        return f"{type(exc).__name__}: {exc}"
+    missing = [a for a in ("Queue", "JobSpec") if not hasattr(lib, a)]
+    if missing:
+        return f"lib has no {', '.join(missing)}"
+    if not hasattr(lib.Queue, "from_url"):
+        return "lib.Queue has no from_url"
+    return None
+
+
+def _count_completed(dsn: str) -> tuple[int | None, str]:
+    """Count status='completed' rows in the one public table that has status+payload columns."""
+    if SLUICE_DONE_SQL:
+        return scalar(dsn, SLUICE_DONE_SQL), ""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(
+                "SELECT table_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND column_name IN ('status', 'payload')"
+                " GROUP BY table_name HAVING count(*) = 2"
+            ).fetchall()
+        ]
+    if len(tables) != 1:
+        return None, f"job table not identified ({tables}); verified by summary only"
+    return scalar(dsn, f"SELECT count(*) FROM \"{tables[0]}\" WHERE status = 'completed'"), ""
+
+
+def bench_sluice(dsn: str, n: int) -> Timing:
+    import lib
+
+    q = lib.Queue.from_url(dsn)
+    try:
+        q.migrate()
+        t0 = perf_counter()
+        for start in range(0, n, BATCH):
+            q.enqueue_many([lib.JobSpec(type="noop", payload={}) for _ in range(min(BATCH, n - start))])
+        t1 = perf_counter()
+        analyze(dsn)  # untimed, see pgutil.analyze
+        t1b = perf_counter()
+        processed = 0
+        while processed < n:  # one call should do; loop in case a drain stops on its budget
+            summary = q.drain(max_jobs=n - processed, budget_ms=600_000)
+            if summary.processed == 0:
+                break
+            processed += summary.processed
+        t2 = perf_counter()
+    finally:
+        close = getattr(q, "close", None) or getattr(q, "dispose", None)
+        if callable(close):
+            close()
+    done, note = _count_completed(dsn)
+    return Timing(t1 - t0, t2 - t1b, processed if done is None else done, note)
+
+
+CASES: list[Case] = [
+    Case(SLUICE_NAME, bench_sluice, available=sluice_available),
+]

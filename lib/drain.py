@@ -1,0 +1,265 @@
+"""reclaim → claim a batch → run handlers → record outcomes, within maxJobs and a time budget."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import pydantic
+import sqlalchemy as sa
+
+from .context import JobContext
+from .errors import PermanentError, RetryLater
+from .logs import log_event
+from .models import DrainSource, DrainSummary, StopReason
+from .registry import Registry
+from .store import claim as store
+from .store import jobs as job_store
+from .store.claim import Claimed, Outcome
+
+MAX_ERROR_CHARS = 2000
+
+
+def error_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
+@dataclass
+class Budget:
+    """Stops claiming or starting once time spent plus the longest attempt seen would pass it."""
+
+    seconds: float
+    started: float = field(default_factory=time.monotonic)
+    longest: float = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def allows_another(self) -> bool:
+        return self.elapsed() + self.longest <= self.seconds
+
+    def saw(self, duration: float) -> None:
+        self.longest = max(self.longest, duration)
+
+
+@dataclass
+class Executor:
+    """Runs one claimed job's handler and turns whatever happens into an Outcome."""
+
+    registry: Registry
+    token: uuid.UUID
+    report_progress: Callable[[uuid.UUID, uuid.UUID, int], None]
+
+    def run(self, job: Claimed) -> Outcome:
+        fields: dict[str, object] = {
+            "jobId": str(job.id),
+            "type": job.type,
+            "tenantId": job.tenant_id,
+            "correlationId": job.correlation_id,
+            "attempt": job.attempt,
+        }
+        log_event("job.start", **fields)
+        started = time.monotonic()
+        outcome = self._attempt(job, started)
+        ms = round((time.monotonic() - started) * 1000, 3)
+        if outcome.status == "completed":
+            log_event("job.finish", **fields, durationMs=ms)
+        else:
+            log_event("job.fail", **fields, durationMs=ms, error=outcome.error, next=outcome.status)
+        return outcome
+
+    def _attempt(self, job: Claimed, started: float) -> Outcome:
+        job_type = self.registry.find(job.type)
+        if job_type is None:
+            return Outcome(job.id, "failed", error=f"unknown job type {job.type!r}")
+        ctx = JobContext(
+            str(job.id),
+            job.type,
+            job.attempt,
+            job.max_attempts,
+            job.tenant_id,
+            job.correlation_id,
+            started + job.timeout_seconds,
+            self._reporter(),
+            job.id,
+        )
+        try:
+            value = job_type.run(job.payload, ctx)
+            if inspect.isawaitable(value):
+                import asyncio
+
+                value = asyncio.run(_await(value))
+        except PermanentError as exc:
+            return Outcome(job.id, "failed", error=error_text(exc))
+        except RetryLater as exc:
+            return Outcome(job.id, "pending", error=error_text(exc), delay=exc.delay_seconds, refund=1)
+        except pydantic.ValidationError as exc:
+            # The stored payload no longer fits the type's model: retrying can't help.
+            return Outcome(job.id, "failed", error=error_text(exc))
+        except Exception as exc:
+            return self.retry_or_fail(job, error_text(exc))
+        try:
+            return Outcome(job.id, "completed", result=store.result_json(value))
+        except (TypeError, ValueError) as exc:
+            return Outcome(
+                job.id, "failed", error=f"result is not JSON-serialisable: {exc}"[:MAX_ERROR_CHARS]
+            )
+
+    @staticmethod
+    def retry_or_fail(job: Claimed, error: str) -> Outcome:
+        if job.attempt >= job.max_attempts:
+            return Outcome(job.id, "failed", error=error)
+        return Outcome(job.id, "pending", error=error, delay=job.backoff.delay(job.attempt))
+
+    def _reporter(self) -> Callable[[uuid.UUID, int], None]:
+        token, report = self.token, self.report_progress
+        return lambda job_id, percent: report(token, job_id, percent)
+
+
+async def _await(value: object) -> object:
+    return await value  # type: ignore[misc]
+
+
+class _Runner(threading.Thread):
+    """Runs a batch's handlers in order off the main thread, so the main thread can give up on
+    a handler that outlives its timeout (Python can't kill it; we stop waiting for it)."""
+
+    def __init__(self, jobs: Sequence[Claimed], executor: Executor, budget: Budget) -> None:
+        super().__init__(name="sluice-runner", daemon=True)
+        self.jobs, self.executor, self.budget = jobs, executor, budget
+        self.lock = threading.Lock()
+        self.outcomes: list[Outcome] = []
+        self.current: Claimed | None = None
+        self.current_started = 0.0
+        self.abandoned = False
+
+    def run(self) -> None:
+        for job in self.jobs:
+            with self.lock:
+                if self.abandoned or not self.budget.allows_another():
+                    return
+                self.current, self.current_started = job, time.monotonic()
+            outcome = self.executor.run(job)
+            with self.lock:
+                if self.abandoned:
+                    return
+                self.budget.saw(time.monotonic() - self.current_started)
+                self.outcomes.append(outcome)
+                self.current = None
+
+    def watch(self) -> Claimed | None:
+        """Wait until the runner ends; if its current job passes its timeout, abandon it and
+        return that job."""
+        while self.is_alive():
+            with self.lock:
+                job, started = self.current, self.current_started
+            wait = started + job.timeout_seconds - time.monotonic() if job else 0.02
+            self.join(max(0.0, wait))
+            with self.lock:
+                if job is not None and self.current is job and self.is_alive() and wait <= 0:
+                    self.abandoned = True
+                    self.budget.saw(float(job.timeout_seconds))
+                    return job
+        return None
+
+
+def run_batch(
+    batch: Sequence[Claimed], executor: Executor, budget: Budget
+) -> tuple[list[Outcome], list[Claimed]]:
+    """Run a claimed batch; returns (outcomes, jobs never started because the budget ran out)."""
+    outcomes: list[Outcome] = []
+    todo = list(batch)
+    while todo:
+        runner = _Runner(todo, executor, budget)
+        runner.start()
+        hung = runner.watch()
+        with runner.lock:
+            done = list(runner.outcomes)
+        outcomes.extend(done)
+        if hung is None:
+            return outcomes, todo[len(done) :]
+        log_event("job.timeout", jobId=str(hung.id), type=hung.type, timeoutSeconds=hung.timeout_seconds)
+        outcomes.append(executor.retry_or_fail(hung, f"timed out after {hung.timeout_seconds}s"))
+        todo = todo[len(done) + 1 :]
+    return outcomes, []
+
+
+@dataclass
+class Drainer:
+    engine: sa.Engine
+    registry: Registry
+    grace_seconds: int
+    batch_size: int
+    # Called in the recording transaction with the ids that just became `failed` (alerts).
+    on_failed: Callable[[sa.Connection, list[uuid.UUID]], None] | None = None
+    # Called before claiming (schedules enqueue their due slots here).
+    before_claim: Callable[[sa.Connection], None] | None = None
+
+    def run(self, max_jobs: int, budget_ms: int, source: DrainSource = "api") -> DrainSummary:
+        budget = Budget(budget_ms / 1000)
+        processed = succeeded = retried = failed = 0
+        stopped: StopReason = "empty"
+        with self.engine.connect() as conn:
+            with conn.begin():
+                if self.before_claim is not None:
+                    self.before_claim(conn)
+                reclaimed = store.reclaim_expired(conn)
+                retried += reclaimed.retried
+                failed += len(reclaimed.failed_ids)
+                self._failed(conn, reclaimed.failed_ids)
+            while True:
+                if processed >= max_jobs:
+                    stopped = "maxJobs"
+                    break
+                if not budget.allows_another():
+                    stopped = "budget"
+                    break
+                token = uuid.uuid4()
+                with conn.begin():
+                    batch = store.claim_batch(
+                        conn, min(self.batch_size, max_jobs - processed), token, self.grace_seconds
+                    )
+                if not batch:
+                    break
+                executor = Executor(self.registry, token, self._progress)
+                outcomes, unstarted = run_batch(batch, executor, budget)
+                with conn.begin():
+                    written = store.record_outcomes(conn, token, outcomes)
+                    store.release(conn, token, [job.id for job in unstarted])
+                    newly_failed = [o.id for o in outcomes if o.status == "failed" and o.id in written]
+                    self._failed(conn, newly_failed)
+                processed += len(outcomes)
+                succeeded += sum(1 for o in outcomes if o.status == "completed" and o.id in written)
+                retried += sum(1 for o in outcomes if o.status == "pending" and o.id in written)
+                failed += len(newly_failed)
+                if unstarted:
+                    stopped = "budget"
+                    break
+            with conn.begin():
+                remaining = job_store.count_ready(conn)
+                summary = DrainSummary(
+                    processed=processed,
+                    succeeded=succeeded,
+                    retried=retried,
+                    failed=failed,
+                    duration_ms=round(budget.elapsed() * 1000),
+                    remaining=remaining,
+                    stopped_by=stopped,
+                )
+                job_store.record_drain(conn, summary, source)
+        log_event("drain.finish", source=source, **summary.model_dump(by_alias=True))
+        return summary
+
+    def _failed(self, conn: sa.Connection, ids: list[uuid.UUID]) -> None:
+        if ids and self.on_failed is not None:
+            self.on_failed(conn, ids)
+
+    def _progress(self, token: uuid.UUID, job_id: uuid.UUID, percent: int) -> None:
+        # Its own short transaction: the drain's connection belongs to the main thread.
+        with self.engine.begin() as conn:
+            store.set_progress(conn, token, job_id, percent)

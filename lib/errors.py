@@ -1,0 +1,80 @@
+"""One exception root for everything Sluice raises on purpose.
+
+Each error carries a stable ``code`` (the API's error code); the HTTP layer maps codes to
+status codes, so the queue itself never knows about HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SluiceError(Exception):
+    """Root of every error Sluice raises deliberately."""
+
+    code = "error"
+
+    def __init__(self, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class ConfigError(SluiceError):
+    code = "not_configured"
+
+
+class ValidationError(SluiceError):
+    """Input that breaks the contract; ``details`` lists ``{"loc", "msg"}`` items."""
+
+    code = "validation_error"
+
+
+class UnknownJobType(ValidationError):
+    code = "unknown_job_type"
+
+
+class DuplicateJobType(SluiceError):
+    code = "duplicate_job_type"
+
+
+class NotFound(SluiceError):
+    code = "not_found"
+
+
+class Conflict(SluiceError):
+    code = "conflict"
+
+
+class Forbidden(SluiceError):
+    code = "forbidden"
+
+
+class RateLimited(SluiceError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"retryAfterSeconds": retry_after})
+        self.retry_after = retry_after
+
+
+class Unavailable(SluiceError):
+    """The database could not be reached or answered with a connection fault."""
+
+    code = "unavailable"
+
+
+class PermanentError(SluiceError):
+    """Raised by a handler: fail the job now, without retrying."""
+
+    code = "permanent_error"
+
+
+class RetryLater(SluiceError):
+    """Raised by a handler: try again after ``delay_seconds``; the attempt is not counted."""
+
+    code = "retry_later"
+
+    def __init__(self, message: str, delay_seconds: float) -> None:
+        super().__init__(message)
+        self.delay_seconds = max(0.0, delay_seconds)

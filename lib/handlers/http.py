@@ -1,0 +1,1 @@
+"""``http``: webhook delivery (filled in by the HTTP API work)."""

@@ -1,0 +1,175 @@
+"""Typed values at the edges: what comes in (JobSpec) and what goes out (Job, summaries).
+
+Wire names are camelCase; Python code may use either name. Input models are strict: no
+coercion of "5" to 5, unknown fields refused.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from .retry import Backoff
+
+JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "processing", "completed", "failed", "cancelled")
+FINISHED_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
+DrainSource = Literal["cron", "api", "cli"]
+StopReason = Literal["maxJobs", "empty", "budget"]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000")
+    return value
+
+
+def _iso_datetime(value: Any) -> Any:
+    """Accept an ISO 8601 string or a datetime; anything else (numbers included) is refused."""
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError as exc:
+            raise ValueError("must be an ISO 8601 time with a UTC offset") from exc
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("must be an ISO 8601 time string")
+
+
+def _aware_in_range(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("must carry a UTC offset (e.g. 2026-11-23T10:00:00Z)")
+    if not 1970 <= value.year <= 9999:
+        raise ValueError("year must be between 1970 and 9999")
+    return value.astimezone(UTC)
+
+
+Text255 = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+AwareTime = Annotated[datetime, BeforeValidator(_iso_datetime), AfterValidator(_aware_in_range)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", strict=True, frozen=True
+    )
+
+
+class BackoffSpec(_Wire):
+    strategy: Literal["exponential", "fixed", "linear"] = "exponential"
+    delay_seconds: int = Field(10, ge=0, le=86_400)
+    max_delay_seconds: int = Field(3600, ge=0, le=86_400)
+
+    def policy(self) -> Backoff:
+        return Backoff(self.strategy, self.delay_seconds, self.max_delay_seconds)
+
+
+class JobOptions(_Wire):
+    """Options shared by an enqueue and a schedule."""
+
+    priority: int = Field(0, ge=-1000, le=1000)
+    max_attempts: int | None = Field(None, ge=1, le=100)
+    timeout_seconds: int | None = Field(None, ge=1, le=900)
+    backoff: BackoffSpec | None = None
+    tenant_id: Text255 | None = None
+
+
+class JobSpec(JobOptions):
+    """One job to enqueue, as the API and the Python library accept it."""
+
+    type: Text255
+    payload: dict[str, Any] = Field(default_factory=dict)
+    run_at: AwareTime | None = Field(None, strict=False)
+    delay_seconds: int | None = Field(None, ge=0, le=315_360_000)
+    idempotency_key: Text255 | None = None
+    correlation_id: Text255 | None = None
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> JobSpec:
+        if self.run_at is not None and self.delay_seconds is not None:
+            raise ValueError("give runAt or delaySeconds, not both")
+        return self
+
+
+class JobBatch(_Wire):
+    jobs: list[JobSpec] = Field(min_length=1, max_length=1000)
+
+
+class Job(BaseModel):
+    """A job as stored: built from database rows without re-validation."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    id: str
+    type: str
+    payload: dict[str, Any]
+    status: JobStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    timeout_seconds: int
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    last_error: str | None
+    result: Any
+    progress: int | None
+    tenant_id: str | None
+    correlation_id: str
+    idempotency_key: str | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class JobPage(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class Enqueued(BaseModel):
+    """The job an enqueue produced, and whether it is new (False: idempotency key reused)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    job: Job
+    created: bool
+
+
+class DrainSummary(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    processed: int
+    succeeded: int
+    retried: int
+    failed: int
+    duration_ms: int
+    remaining: int
+    stopped_by: StopReason
+
+
+class DrainRecord(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    at: datetime
+    source: DrainSource
+    processed: int
+    duration_ms: int
+    stopped_by: StopReason
+
+
+class QueueStatus(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    counts: dict[JobStatus, int]
+    ready: int
+    scheduled: int
+    oldest_ready_age_seconds: float | None
+    by_type: dict[str, dict[str, int]]
+    last_drain: DrainRecord | None
+    pending: list[Job]

@@ -1,0 +1,251 @@
+"""The public face of the queue: enqueue, drain, read and administer jobs."""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+
+from .config import Settings, get_settings
+from .db import engine_from_settings
+from .drain import Drainer
+from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
+from .models import DrainSource, DrainSummary, Enqueued, Job, JobPage, JobSpec, JobStatus, QueueStatus
+from .registry import Registry
+from .registry import registry as default_registry
+from .store import jobs as store
+from .store.jobs import NewJob, new_id
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Database connection faults become Unavailable (the API's 503), never a bare driver error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise Unavailable("the database is unavailable; try again") from exc
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise Unavailable("the database connection was lost; try again") from exc
+            raise
+
+    return wrapper
+
+
+def parse_id(job_id: str | uuid.UUID) -> uuid.UUID:
+    """A job id from a URL; anything that isn't one of ours is simply not found."""
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(job_id)
+    except ValueError:
+        raise NotFound(f"no job {job_id!r}") from None
+
+
+class Queue:
+    """A queue on one database. Cheap to build; holds an engine and the job type registry."""
+
+    def __init__(
+        self, engine: sa.Engine, settings: Settings | None = None, registry: Registry | None = None
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or get_settings()
+        self.registry = (registry or default_registry).load(self.settings.handler_modules)
+        self.drainer = Drainer(
+            engine, self.registry, self.settings.jobs_lease_grace_seconds, self.settings.jobs_batch_size
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> Queue:
+        settings = settings or get_settings()
+        return cls(engine_from_settings(settings), settings)
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: Any) -> Queue:
+        return cls.from_settings(Settings(database_url=url, **overrides))
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        """Apply the Alembic migrations (idempotent)."""
+        from .migrate import upgrade
+
+        upgrade(self.engine)
+
+    @contextmanager
+    def _tx(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
+        """The caller's connection (its transaction decides), or a transaction of our own."""
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as own:
+            yield own
+
+    # -- enqueue ---------------------------------------------------------------------------
+
+    def prepare(self, spec: JobSpec, tenant: str | None = None) -> NewJob:
+        """Validate a spec against its type; ``tenant`` is the acting tenant of a scoped key."""
+        if tenant is not None and spec.tenant_id not in (None, tenant):
+            raise Forbidden("a tenant key may only enqueue for its own tenant")
+        job_type = self.registry.get(spec.type)
+        payload = job_type.validate_payload(spec.payload)
+        backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
+        return NewJob(
+            id=new_id(),
+            type=spec.type,
+            payload=payload,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts or job_type.max_attempts,
+            timeout_seconds=spec.timeout_seconds or job_type.timeout_seconds,
+            backoff_strategy=backoff.strategy,
+            backoff_delay=backoff.delay_seconds,
+            backoff_max=backoff.max_delay_seconds,
+            run_at=spec.run_at,
+            delay_seconds=float(spec.delay_seconds or 0),
+            tenant_id=tenant or spec.tenant_id,
+            correlation_id=spec.correlation_id or str(uuid.uuid4()),
+            idempotency_key=spec.idempotency_key,
+        )
+
+    @guarded
+    def submit_many(
+        self, specs: Sequence[JobSpec], *, tenant: str | None = None, conn: sa.Connection | None = None
+    ) -> list[Enqueued]:
+        """Enqueue all or none, in one statement; reused idempotency keys return existing jobs."""
+        if not specs:
+            return []
+        new = [self.prepare(spec, tenant) for spec in specs]
+        _refuse_repeated_keys(new)
+        with self._tx(conn) as tx:
+            return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+
+    def submit(
+        self, spec: JobSpec, *, tenant: str | None = None, conn: sa.Connection | None = None
+    ) -> Enqueued:
+        return self.submit_many([spec], tenant=tenant, conn=conn)[0]
+
+    def enqueue(
+        self,
+        type: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        conn: sa.Connection | None = None,
+        **options: Any,
+    ) -> Job:
+        """``q.enqueue("email.send", {"to": ...}, delay_seconds=60)``; options as in JobSpec."""
+        spec = JobSpec.model_validate({"type": type, "payload": payload or {}, **options}, strict=False)
+        return self.submit(spec, conn=conn).job
+
+    def enqueue_many(self, specs: Sequence[JobSpec], *, conn: sa.Connection | None = None) -> list[Job]:
+        return [e.job for e in self.submit_many(specs, conn=conn)]
+
+    # -- drain -----------------------------------------------------------------------------
+
+    @guarded
+    def drain(
+        self, max_jobs: int = 10, budget_ms: int | None = None, source: DrainSource = "api"
+    ) -> DrainSummary:
+        budget = budget_ms if budget_ms is not None else self.settings.jobs_drain_budget_ms
+        return self.drainer.run(max_jobs, budget, source)
+
+    # -- read and administer -----------------------------------------------------------------
+
+    @guarded
+    def get(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
+        with self.engine.connect() as conn:
+            job = store.get_job(conn, parse_id(job_id), tenant)
+        if job is None:
+            raise NotFound(f"no job {str(job_id)!r}")
+        return job
+
+    @guarded
+    def list(
+        self,
+        *,
+        status: JobStatus | None = None,
+        type: str | None = None,
+        tenant: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> JobPage:
+        before = None
+        if cursor:
+            try:
+                before = uuid.UUID(cursor)
+            except ValueError:
+                raise ValidationError(
+                    "cursor is not valid", [{"loc": "cursor", "msg": "not a cursor"}]
+                ) from None
+        with self.engine.connect() as conn:
+            page, nxt = store.list_jobs(
+                conn, status=status, type=type, tenant=tenant, limit=limit, before=before
+            )
+        return JobPage(jobs=page, next_cursor=str(nxt) if nxt else None)
+
+    @guarded
+    def cancel(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
+        return self._transition(job_id, tenant, ("pending",), store.cancel_values, "cancelled")
+
+    @guarded
+    def retry(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
+        return self._transition(job_id, tenant, ("failed", "cancelled"), store.retry_values, "retried")
+
+    def _transition(
+        self,
+        job_id: str | uuid.UUID,
+        tenant: str | None,
+        allowed: tuple[JobStatus, ...],
+        values: Callable[[str], dict[str, Any]],
+        verb: str,
+    ) -> Job:
+        uid = parse_id(job_id)
+        with self.engine.begin() as conn:
+            job = store.transition(conn, uid, tenant, allowed, values(self.dialect))
+            if job is not None:
+                return job
+            current = store.get_job(conn, uid, tenant)
+        if current is None:
+            raise NotFound(f"no job {str(job_id)!r}")
+        raise Conflict(
+            f"job is {current.status}; only {' or '.join(allowed)} jobs can be {verb}",
+            {"status": current.status},
+        )
+
+    @guarded
+    def status(self, *, tenant: str | None = None) -> QueueStatus:
+        with self.engine.connect() as conn:
+            return store.queue_status(conn, tenant)
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+
+def _refuse_repeated_keys(new: Sequence[NewJob]) -> None:
+    seen: dict[tuple[str | None, str], int] = {}
+    for index, job in enumerate(new):
+        if job.idempotency_key is None:
+            continue
+        key = (job.tenant_id, job.idempotency_key)
+        if key in seen:
+            raise ValidationError(
+                "the same idempotencyKey appears twice in one batch",
+                [{"loc": f"jobs.{index}.idempotencyKey", "msg": f"repeats jobs.{seen[key]}"}],
+            )
+        seen[key] = index

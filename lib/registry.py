@@ -1,0 +1,133 @@
+"""Job types: a name, a handler, a payload model and defaults. One registry; duplicates fail loudly."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+
+from .errors import DuplicateJobType, UnknownJobType, ValidationError
+from .retry import DEFAULT_BACKOFF, Backoff
+
+if TYPE_CHECKING:
+    from .context import JobContext
+
+Handler = Callable[..., Any]
+
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_TIMEOUT_SECONDS = 60
+BUILTIN_HANDLER_MODULES = ("lib.handlers.noop", "lib.handlers.http")
+
+
+@dataclass(frozen=True, slots=True)
+class JobType:
+    name: str
+    handler: Handler
+    payload_model: type[pydantic.BaseModel] | None = None
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    backoff: Backoff = DEFAULT_BACKOFF
+    # Handlers may take (payload) or (payload, ctx); decided once, not per job.
+    wants_context: bool = True
+    # Called at enqueue with the validated payload, for checks a model can't express (e.g. SSRF).
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    def validate_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The payload as it will be stored, or ValidationError naming the bad fields."""
+        if self.payload_model is not None:
+            try:
+                model = self.payload_model.model_validate(payload)
+            except pydantic.ValidationError as exc:
+                raise ValidationError(
+                    f"payload is not valid for job type {self.name!r}", payload_errors(exc)
+                ) from None
+            payload = model.model_dump(mode="json")
+        if self.check is not None:
+            self.check(payload)
+        return payload
+
+    def run(self, payload: Any, ctx: JobContext) -> Any:
+        if self.payload_model is not None:
+            payload = self.payload_model.model_validate(payload)
+        return self.handler(payload, ctx) if self.wants_context else self.handler(payload)
+
+
+def payload_errors(exc: pydantic.ValidationError) -> list[dict[str, str]]:
+    return [
+        {"loc": ".".join(["payload", *(str(p) for p in err["loc"])]), "msg": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+
+
+@dataclass
+class Registry:
+    """Job types by name. ``load()`` imports the built-in and configured handler modules once."""
+
+    _types: dict[str, JobType] = field(default_factory=dict)
+    _loaded: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, job_type: JobType) -> JobType:
+        existing = self._types.get(job_type.name)
+        if existing is not None:
+            raise DuplicateJobType(
+                f"job type {job_type.name!r} is already registered by "
+                f"{existing.handler.__module__}.{existing.handler.__qualname__}"
+            )
+        self._types[job_type.name] = job_type
+        return job_type
+
+    def job(
+        self,
+        name: str,
+        *,
+        payload: type[pydantic.BaseModel] | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        timeout: int = DEFAULT_TIMEOUT_SECONDS,
+        backoff: Backoff = DEFAULT_BACKOFF,
+        check: Callable[[dict[str, Any]], None] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Decorator: ``@job("email.send", payload=Model, max_attempts=5)``."""
+
+        def register(handler: Handler) -> Handler:
+            params = inspect.signature(handler).parameters
+            self.add(JobType(name, handler, payload, max_attempts, timeout, backoff, len(params) >= 2, check))
+            return handler
+
+        return register
+
+    def load(self, modules: Iterable[str] = ()) -> Registry:
+        """Import handler modules (built-ins first) so their decorators register; idempotent."""
+        with self._lock:
+            for module in (*BUILTIN_HANDLER_MODULES, *modules):
+                if module not in self._loaded:
+                    importlib.import_module(module)
+                    self._loaded.add(module)
+        return self
+
+    def get(self, name: str) -> JobType:
+        job_type = self._types.get(name)
+        if job_type is None:
+            raise UnknownJobType(
+                f"unknown job type {name!r}", [{"loc": "type", "msg": f"{name!r} is not registered"}]
+            )
+        return job_type
+
+    def find(self, name: str) -> JobType | None:
+        return self._types.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._types
+
+    def __iter__(self) -> Iterator[JobType]:
+        return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+
+# The process-wide registry that ``@lib.job`` writes to.
+registry = Registry()
+job = registry.job

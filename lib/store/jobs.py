@@ -1,0 +1,268 @@
+"""Enqueue, read and administer jobs."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..models import JOB_STATUSES, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
+from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
+from .clock import now, now_plus
+
+JOB_COLUMNS = job_columns()
+
+
+def new_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so ``ORDER BY id`` is creation order and pages are stable."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
+    return uuid.UUID(int=value | (rand & (2**62 - 1)))
+
+
+def to_job(row: Any) -> Job:
+    """A database row → Job, trusting the row (no validation on the way out)."""
+    values = dict(row._mapping)
+    values["id"] = str(values["id"])
+    return Job.model_construct(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A validated job ready to insert; run_at None means now + delay_seconds (database clock)."""
+
+    id: uuid.UUID
+    type: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    timeout_seconds: int
+    backoff_strategy: str
+    backoff_delay: int
+    backoff_max: int
+    run_at: datetime | None
+    delay_seconds: float
+    tenant_id: str | None
+    correlation_id: str
+    idempotency_key: str | None
+
+
+def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
+    """Insert in one statement; a reused idempotency key yields the existing job, created=False."""
+    dialect = conn.dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = (
+        insert(jobs)
+        .values(
+            run_at=sa.func.coalesce(
+                sa.bindparam("p_run_at", type_=UTCDateTime()),
+                now_plus(dialect, sa.bindparam("p_delay", type_=sa.Float())),
+            ),
+            created_at=now(dialect),
+        )
+        .on_conflict_do_nothing(
+            index_elements=[IDEMPOTENCY_TENANT, jobs.c.idempotency_key],
+            index_where=jobs.c.idempotency_key.is_not(None),
+        )
+        .returning(*JOB_COLUMNS)
+    )
+    params = [_insert_params(job) for job in new]
+    rows = conn.execute(stmt, params).all() if len(params) > 1 else conn.execute(stmt, params[0]).all()
+    inserted = {str(row.id): to_job(row) for row in rows}
+    missing = [job for job in new if str(job.id) not in inserted]
+    existing = _existing_by_key(conn, missing) if missing else {}
+    out: list[tuple[Job, bool]] = []
+    for job in new:
+        made = inserted.get(str(job.id))
+        out.append((made, True) if made else (existing[(job.tenant_id or "", job.idempotency_key)], False))
+    return out
+
+
+def _insert_params(job: NewJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "type": job.type,
+        "payload": job.payload,
+        "status": "pending",
+        "priority": job.priority,
+        "attempts": 0,
+        "max_attempts": job.max_attempts,
+        "timeout_seconds": job.timeout_seconds,
+        "backoff_strategy": job.backoff_strategy,
+        "backoff_delay": job.backoff_delay,
+        "backoff_max": job.backoff_max,
+        "p_run_at": job.run_at,
+        "p_delay": job.delay_seconds,
+        "tenant_id": job.tenant_id,
+        "correlation_id": job.correlation_id,
+        "idempotency_key": job.idempotency_key,
+    }
+
+
+def _existing_by_key(conn: sa.Connection, new: Sequence[NewJob]) -> dict[tuple[str, str | None], Job]:
+    keys = {(job.tenant_id or "", job.idempotency_key) for job in new}
+    if None in {key for _, key in keys}:
+        # Only a keyed insert can conflict; a keyless one missing means the insert itself broke.
+        raise RuntimeError("an insert without idempotency key returned no row")
+    stmt = sa.select(*JOB_COLUMNS).where(
+        sa.tuple_(IDEMPOTENCY_TENANT, jobs.c.idempotency_key).in_(list(keys)),
+        jobs.c.idempotency_key.is_not(None),
+    )
+    return {(row.tenant_id or "", row.idempotency_key): to_job(row) for row in conn.execute(stmt)}
+
+
+def _scoped(stmt: Any, job_id: uuid.UUID, tenant: str | None) -> Any:
+    stmt = stmt.where(jobs.c.id == job_id)
+    return stmt.where(jobs.c.tenant_id == tenant) if tenant is not None else stmt
+
+
+def get_job(conn: sa.Connection, job_id: uuid.UUID, tenant: str | None = None) -> Job | None:
+    row = conn.execute(_scoped(sa.select(*JOB_COLUMNS), job_id, tenant)).first()
+    return to_job(row) if row else None
+
+
+def list_jobs(
+    conn: sa.Connection,
+    *,
+    status: JobStatus | None,
+    type: str | None,
+    tenant: str | None,
+    limit: int,
+    before: uuid.UUID | None,
+) -> tuple[list[Job], uuid.UUID | None]:
+    """Newest first, keyset-paginated on the time-ordered id; returns (page, next cursor)."""
+    stmt = sa.select(*JOB_COLUMNS).order_by(jobs.c.id.desc()).limit(limit + 1)
+    if status is not None:
+        stmt = stmt.where(jobs.c.status == status)
+    if type is not None:
+        stmt = stmt.where(jobs.c.type == type)
+    if tenant is not None:
+        stmt = stmt.where(jobs.c.tenant_id == tenant)
+    if before is not None:
+        stmt = stmt.where(jobs.c.id < before)
+    page = [to_job(row) for row in conn.execute(stmt)]
+    if len(page) <= limit:
+        return page, None
+    page = page[:limit]
+    return page, uuid.UUID(page[-1].id)
+
+
+def transition(
+    conn: sa.Connection,
+    job_id: uuid.UUID,
+    tenant: str | None,
+    from_statuses: Sequence[JobStatus],
+    values: dict[str, Any],
+) -> Job | None:
+    """Move a job between states if it is in one of ``from_statuses``; None if it was not."""
+    stmt = _scoped(sa.update(jobs), job_id, tenant).where(jobs.c.status.in_(from_statuses))
+    row = conn.execute(stmt.values(**values).returning(*JOB_COLUMNS)).first()
+    return to_job(row) if row else None
+
+
+def cancel_values(dialect: str) -> dict[str, Any]:
+    return {"status": "cancelled", "finished_at": now(dialect)}
+
+
+def retry_values(dialect: str) -> dict[str, Any]:
+    """Back to pending and due now, attempts reset; lastError stays as history."""
+    return {
+        "status": "pending",
+        "attempts": 0,
+        "run_at": now(dialect),
+        "started_at": None,
+        "finished_at": None,
+        "result": None,
+        "progress": None,
+    }
+
+
+def count_ready(conn: sa.Connection) -> int:
+    dialect = conn.dialect.name
+    stmt = sa.select(sa.func.count()).where(jobs.c.status == "pending", jobs.c.run_at <= now(dialect))
+    return int(conn.execute(stmt).scalar_one())
+
+
+def queue_status(conn: sa.Connection, tenant: str | None) -> QueueStatus:
+    dialect = conn.dialect.name
+    scope = [jobs.c.tenant_id == tenant] if tenant is not None else []
+    by_type: dict[str, dict[str, int]] = {}
+    counts: dict[JobStatus, int] = dict.fromkeys(JOB_STATUSES, 0)
+    grouped = sa.select(jobs.c.type, jobs.c.status, sa.func.count()).where(*scope)
+    for type_, status, n in conn.execute(grouped.group_by(jobs.c.type, jobs.c.status)):
+        by_type.setdefault(type_, {})[status] = n
+        counts[status] += n
+    clock = now(dialect)
+    is_ready = jobs.c.run_at <= clock
+    pending = sa.select(
+        clock.label("now"),
+        sa.func.coalesce(sa.func.sum(sa.case((is_ready, 1), else_=0)), 0),
+        sa.func.min(sa.case((is_ready, jobs.c.run_at), else_=None)),
+    ).where(jobs.c.status == "pending", *scope)
+    db_now, ready, oldest_raw = conn.execute(pending).one()
+    ready = int(ready)
+    oldest = _as_utc(oldest_raw)
+    db_now = _as_utc(db_now)
+    listed = (
+        sa.select(*JOB_COLUMNS)
+        .where(jobs.c.status == "pending", is_ready, *scope)
+        .order_by(jobs.c.run_at, jobs.c.id)
+        .limit(20)
+    )
+    return QueueStatus(
+        counts=counts,
+        ready=ready,
+        scheduled=counts["pending"] - ready,
+        oldest_ready_age_seconds=(
+            round(max(0.0, (db_now - oldest).total_seconds()), 3) if oldest and db_now else None
+        ),
+        by_type=by_type,
+        last_drain=None if tenant is not None else last_drain(conn),
+        pending=[to_job(row) for row in conn.execute(listed)],
+    )
+
+
+def _as_utc(value: Any) -> datetime | None:
+    """Aggregates lose column types on SQLite (text comes back); read them as UTC datetimes."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
+
+
+def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> None:
+    conn.execute(
+        sa.insert(drains).values(
+            at=now(conn.dialect.name),
+            source=source,
+            processed=summary.processed,
+            succeeded=summary.succeeded,
+            retried=summary.retried,
+            failed=summary.failed,
+            duration_ms=summary.duration_ms,
+            stopped_by=summary.stopped_by,
+        )
+    )
+
+
+def last_drain(conn: sa.Connection) -> DrainRecord | None:
+    stmt = sa.select(drains).order_by(drains.c.id.desc()).limit(1)
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return DrainRecord(
+        at=row.at,
+        source=row.source,
+        processed=row.processed,
+        duration_ms=row.duration_ms,
+        stopped_by=row.stopped_by,
+    )
