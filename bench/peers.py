@@ -52,7 +52,7 @@ def bench_raw_sql(dsn: str, n: int) -> Timing:
             params: list[object] = []
             for _ in range(k):
                 params += ["noop", Jsonb({})]
-            conn.execute(f"INSERT INTO jobs (type, payload) VALUES {values}", params)  # type: ignore[arg-type]
+            conn.execute(f"INSERT INTO jobs (type, payload) VALUES {values}", params)
         t1 = perf_counter()
         analyze(dsn)  # untimed, see pgutil.analyze
         t1b = perf_counter()
@@ -182,7 +182,7 @@ async def _pgqueuer(dsn: str, n: int, driver: str) -> Timing:
     conn: Any
     drv: Driver
     if driver == "asyncpg":
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         conn = await asyncpg.connect(dsn)
         drv = AsyncpgDriver(conn)

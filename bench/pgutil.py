@@ -6,6 +6,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
@@ -34,9 +35,9 @@ def fresh_database(name: str) -> Iterator[str]:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
 
-def scalar(dsn: str, query: str) -> int:
+def scalar(dsn: str, query: LiteralString) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        row = conn.execute(query).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query).fetchone()
     return int(row[0]) if row and row[0] is not None else 0
 
 

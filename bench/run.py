@@ -6,6 +6,7 @@ Runs every case on its own fresh PostgreSQL database, prints a markdown table an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import platform
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from bench import peers, sluice_cases
+from bench import peers, pgutil, sluice_cases
 from bench.cases import Case, NotAvailable, Timing
 from bench.pgutil import fresh_database, server_version
 
@@ -84,16 +85,14 @@ def render(rows: list[Row], n: int) -> str:
             f"| {_fmt_ratio(enq, ref_enq)} | {_fmt_ratio(drn, ref_drn)} |"
         )
         notes += [f"- {r.name}: {x}" for x in (r.problem, r.timing.note) if x]
-    return "\n".join(lines + ([""] + notes if notes else []))
+    return "\n".join([*lines, "", *notes] if notes else lines)
 
 
 def _versions() -> str:
     out = [f"Python {platform.python_version()}"]
     for pkg in ("procrastinate", "pgqueuer", "psycopg"):
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out.append(f"{pkg} {metadata.version(pkg)}")
-        except metadata.PackageNotFoundError:
-            pass
     return ", ".join(out)
 
 
@@ -102,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=20_000, help="jobs per case (default 20000)")
     ap.add_argument("--out", type=Path, default=Path("bench/results.md"))
     ap.add_argument("--only", default="", help="comma-separated case names to run (default: all)")
+    ap.add_argument("--no-analyze", action="store_true", help="skip the untimed ANALYZE before each drain")
     args = ap.parse_args(argv)
+    pgutil.ANALYZE_BEFORE_DRAIN = not args.no_analyze
 
     wanted = {s.strip() for s in args.only.split(",") if s.strip()}
     cases = [c for c in ALL_CASES if not wanted or c.name in wanted]
@@ -111,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     header = (
         f"Run {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC} on {server_version()}, "
         f"N = {args.jobs} no-op jobs per system, fresh database each; {_versions()}. "
-        "Ratio = system / Sluice (>1: faster than Sluice)."
+        "Ratio = system / Sluice (>1: faster than Sluice).\n\n"
+        f"Settings: enqueue in batches of {peers.BATCH} (seeds: one INSERT per job); "
+        f"{'untimed ANALYZE between enqueue and drain' if pgutil.ANALYZE_BEFORE_DRAIN else 'no ANALYZE'}; "
+        f"raw SQL claims 500 per statement; procrastinate worker concurrency "
+        f"{peers.PROCRASTINATE_CONCURRENCY}; pgqueuer batch_size {peers.PGQUEUER_BATCH}, drain mode."
     )
     text = f"{header}\n\n{render(rows, args.jobs)}\n"
     print(text)
