@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 
 from .context import JobContext
 from .errors import PermanentError, RetryLater
-from .logs import log_event
+from .logs import log_event, logger
 from .models import DrainSource, DrainSummary, StopReason
 from .registry import Registry
 from .store import claim as store
@@ -55,7 +56,13 @@ class Executor:
     token: uuid.UUID
     report_progress: Callable[[uuid.UUID, uuid.UUID, int], None]
 
+    def __post_init__(self) -> None:
+        # Decided once per batch: with INFO off, a job pays for no log fields at all.
+        self.logging = logger.isEnabledFor(logging.INFO)
+
     def run(self, job: Claimed) -> Outcome:
+        if not self.logging:
+            return self._attempt(job, time.monotonic())
         fields: dict[str, object] = {
             "jobId": str(job.id),
             "type": job.type,
@@ -77,20 +84,10 @@ class Executor:
         job_type = self.registry.find(job.type)
         if job_type is None:
             return Outcome(job.id, "failed", error=f"unknown job type {job.type!r}")
-        ctx = JobContext(
-            str(job.id),
-            job.type,
-            job.attempt,
-            job.max_attempts,
-            job.tenant_id,
-            job.correlation_id,
-            started + job.timeout_seconds,
-            self._reporter(),
-            job.id,
-        )
+        ctx = self._context(job, started) if job_type.wants_context else None
         try:
             value = job_type.run(job.payload, ctx)
-            if inspect.isawaitable(value):
+            if value is not None and inspect.isawaitable(value):
                 import asyncio
 
                 value = asyncio.run(_await(value))
@@ -116,9 +113,19 @@ class Executor:
             return Outcome(job.id, "failed", error=error)
         return Outcome(job.id, "pending", error=error, delay=job.backoff.delay(job.attempt))
 
-    def _reporter(self) -> Callable[[uuid.UUID, int], None]:
+    def _context(self, job: Claimed, started: float) -> JobContext:
         token, report = self.token, self.report_progress
-        return lambda job_id, percent: report(token, job_id, percent)
+        return JobContext(
+            str(job.id),
+            job.type,
+            job.attempt,
+            job.max_attempts,
+            job.tenant_id,
+            job.correlation_id,
+            started + job.timeout_seconds,
+            lambda job_id, percent: report(token, job_id, percent),
+            job.id,
+        )
 
 
 async def _await(value: object) -> object:
@@ -229,14 +236,13 @@ class Drainer:
                 executor = Executor(self.registry, token, self._progress)
                 outcomes, unstarted = run_batch(batch, executor, budget)
                 with conn.begin():
-                    written = store.record_outcomes(conn, token, outcomes)
+                    recorded = store.record_outcomes(conn, token, outcomes)
                     store.release(conn, token, [job.id for job in unstarted])
-                    newly_failed = [o.id for o in outcomes if o.status == "failed" and o.id in written]
-                    self._failed(conn, newly_failed)
+                    self._failed(conn, recorded.failed_ids)
                 processed += len(outcomes)
-                succeeded += sum(1 for o in outcomes if o.status == "completed" and o.id in written)
-                retried += sum(1 for o in outcomes if o.status == "pending" and o.id in written)
-                failed += len(newly_failed)
+                succeeded += recorded.succeeded
+                retried += recorded.retried
+                failed += len(recorded.failed_ids)
                 if unstarted:
                     stopped = "budget"
                     break

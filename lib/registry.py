@@ -51,7 +51,7 @@ class JobType:
             self.check(payload)
         return payload
 
-    def run(self, payload: Any, ctx: JobContext) -> Any:
+    def run(self, payload: Any, ctx: JobContext | None) -> Any:
         if self.payload_model is not None:
             payload = self.payload_model.model_validate(payload)
         return self.handler(payload, ctx) if self.wants_context else self.handler(payload)

@@ -114,7 +114,6 @@ sa.Index(
     postgresql_where=_tenanted,
     sqlite_where=_tenanted,
 )
-sa.Index("ix_sluice_jobs_type_status", jobs.c.type, jobs.c.status)
 
 # One row per drain: the status view's lastDrain and the metrics' drain history.
 drains = sa.Table(

@@ -6,17 +6,17 @@ lease expired and was taken over changes nothing.
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from ..retry import Backoff
-from ..schema import jobs
+from ..retry import Backoff, Strategy
+from ..schema import JSONDoc, jobs
 from .clock import now, now_plus
 
 LEASE_EXPIRED = "lease expired: the worker did not finish within the job's timeout plus grace"
@@ -35,8 +35,6 @@ class Claimed:
     backoff: Backoff
     tenant_id: str | None
     correlation_id: str
-    priority: int
-    run_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +47,15 @@ class Outcome:
     error: str | None = None
     delay: float = 0.0
     refund: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What a batch's outcomes actually changed (a fenced-out write counts nowhere)."""
+
+    succeeded: int
+    retried: int
+    failed_ids: list[uuid.UUID]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,35 +88,53 @@ def reclaim_expired(conn: sa.Connection) -> Reclaimed:
     return Reclaimed(retried=retried, failed_ids=failed_ids)
 
 
-_CLAIM_RETURNS = (
-    jobs.c.id,
-    jobs.c.type,
-    jobs.c.payload,
-    jobs.c.attempts,
-    jobs.c.max_attempts,
-    jobs.c.timeout_seconds,
-    jobs.c.backoff_strategy,
-    jobs.c.backoff_delay,
-    jobs.c.backoff_max,
-    jobs.c.tenant_id,
-    jobs.c.correlation_id,
-    jobs.c.priority,
-    jobs.c.run_at,
+_CLAIM_COLUMNS = (
+    "id, type, payload, attempts, max_attempts, timeout_seconds, backoff_strategy, backoff_delay, "
+    "backoff_max, tenant_id, correlation_id"
 )
+
+# SKIP LOCKED lets overlapping drains take disjoint batches. Sorting the claimed rows on the server
+# keeps the client from comparing UUIDs in Python.
+_CLAIM_PG = sa.text(
+    f"""
+    WITH due AS (
+      SELECT id FROM sluice_jobs
+      WHERE status = 'pending' AND run_at <= now()
+      ORDER BY priority DESC, run_at, id
+      LIMIT :limit
+      FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+      UPDATE sluice_jobs AS j SET
+        status = 'processing', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
+        lease_expires_at = now() + make_interval(secs => j.timeout_seconds + :grace),
+        claim_token = :token
+      FROM due WHERE j.id = due.id
+      RETURNING j.*
+    )
+    SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
+    """
+).columns(payload=JSONDoc)
 
 
 def claim_batch(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -> list[Claimed]:
     """Claim up to ``limit`` due jobs in one statement, highest priority first, then FIFO."""
-    dialect = conn.dialect.name
-    clock = now(dialect)
-    # SKIP LOCKED lets overlapping drains take disjoint batches; SQLite serialises writers instead
-    # (BEGIN IMMEDIATE) and ignores the clause.
+    if conn.dialect.name == "postgresql":
+        rows: Sequence[Any] = conn.execute(_CLAIM_PG, {"limit": limit, "grace": grace, "token": token}).all()
+    else:
+        rows = _claim_sqlite(conn, limit, token, grace)
+    return [
+        Claimed(r[0], r[1], r[2], r[3], r[4], r[5], _backoff(r[6], r[7], r[8]), r[9], r[10]) for r in rows
+    ]
+
+
+def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -> Sequence[Any]:
+    # SQLite serialises writers (BEGIN IMMEDIATE), so a plain subquery claims safely.
+    clock = now("sqlite")
     due = (
         sa.select(jobs.c.id)
         .where(jobs.c.status == "pending", jobs.c.run_at <= clock)
         .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     stmt = (
         sa.update(jobs)
@@ -119,29 +144,20 @@ def claim_batch(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -
             attempts=jobs.c.attempts + 1,
             started_at=clock,
             finished_at=None,
-            lease_expires_at=now_plus(dialect, jobs.c.timeout_seconds + grace),
+            lease_expires_at=now_plus("sqlite", jobs.c.timeout_seconds + grace),
             claim_token=token,
         )
-        .returning(*_CLAIM_RETURNS)
+        .returning(
+            *(jobs.c[name.strip()] for name in _CLAIM_COLUMNS.split(",")), jobs.c.priority, jobs.c.run_at
+        )
     )
     # RETURNING has no order; run in claim order.
-    rows = sorted(conn.execute(stmt).all(), key=lambda r: (-r.priority, r.run_at, r.id))
-    return [
-        Claimed(
-            r.id,
-            r.type,
-            r.payload,
-            r.attempts,
-            r.max_attempts,
-            r.timeout_seconds,
-            Backoff(r.backoff_strategy, r.backoff_delay, r.backoff_max),
-            r.tenant_id,
-            r.correlation_id,
-            r.priority,
-            r.run_at,
-        )
-        for r in rows
-    ]
+    return sorted(conn.execute(stmt).all(), key=lambda r: (-r.priority, r.run_at, r.id))
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff(strategy: Strategy, delay: int, maximum: int) -> Backoff:
+    return Backoff(strategy, delay, maximum)
 
 
 _RECORD_PG = sa.text(
@@ -160,15 +176,24 @@ _RECORD_PG = sa.text(
                 CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:refunds AS int[]))
          AS v(id, status, result, error, delay, refund)
     WHERE j.id = v.id AND j.claim_token = :token AND j.status = 'processing'
-    RETURNING j.id
+    RETURNING j.id, v.status
+    """
+)
+# One row back instead of one per job: counts, and the ids that became failed (for alerts).
+_RECORD_PG_SUMMARY = sa.text(
+    f"""
+    WITH written AS ({_RECORD_PG.text})
+    SELECT count(*) FILTER (WHERE status = 'completed'), count(*) FILTER (WHERE status = 'pending'),
+           coalesce(array_agg(id) FILTER (WHERE status = 'failed'), '{{}}')
+    FROM written
     """
 )
 
 
-def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
-    """Write every outcome of a batch, fenced; returns the ids that were actually written."""
+def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
+    """Write every outcome of a batch in one fenced statement; returns what actually changed."""
     if not outcomes:
-        return set()
+        return Recorded(0, 0, [])
     if conn.dialect.name == "postgresql":
         params = {
             "ids": [o.id for o in outcomes],
@@ -179,31 +204,52 @@ def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Ou
             "refunds": [o.refund for o in outcomes],
             "token": token,
         }
-        return set(conn.execute(_RECORD_PG, params).scalars())
-    return _record_each(conn, token, outcomes)
+        succeeded, retried, failed_ids = conn.execute(_RECORD_PG_SUMMARY, params).one()
+        return Recorded(succeeded, retried, list(failed_ids))
+    return _record_sqlite(conn, token, outcomes)
 
 
-def _record_each(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> set[uuid.UUID]:
-    # SQLite is in-process: a statement per job costs microseconds, not a round trip.
-    dialect = conn.dialect.name
-    clock = now(dialect)
-    written: set[uuid.UUID] = set()
-    for o in outcomes:
-        values: dict[str, Any] = {"status": o.status, "lease_expires_at": None, "claim_token": None}
-        if o.error is not None:
-            values["last_error"] = o.error
-        if o.refund:
-            values["attempts"] = jobs.c.attempts - o.refund
-        if o.status == "pending":
-            values.update(run_at=now_plus(dialect, o.delay), finished_at=None)
+# The same single statement on SQLite, the batch passed as one JSON array (json_each).
+_RECORD_SQLITE = sa.text(
+    """
+    UPDATE sluice_jobs SET
+      status = v.status,
+      result = CASE WHEN v.status = 'completed' THEN v.result ELSE sluice_jobs.result END,
+      last_error = COALESCE(v.error, sluice_jobs.last_error),
+      attempts = sluice_jobs.attempts - v.refund,
+      run_at = CASE WHEN v.status = 'pending'
+                    THEN strftime('%Y-%m-%d %H:%M:%f', 'now', v.delay || ' seconds') || '000'
+                    ELSE sluice_jobs.run_at END,
+      finished_at = CASE WHEN v.status = 'pending' THEN NULL
+                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END,
+      lease_expires_at = NULL,
+      claim_token = NULL
+    FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
+                 json_extract(value, '$[2]') AS result, json_extract(value, '$[3]') AS error,
+                 json_extract(value, '$[4]') AS delay, json_extract(value, '$[5]') AS refund
+          FROM json_each(:batch)) AS v
+    WHERE sluice_jobs.id = v.id AND sluice_jobs.claim_token = :token
+      AND sluice_jobs.status = 'processing'
+    RETURNING sluice_jobs.id, sluice_jobs.status
+    """
+)
+
+
+def _record_sqlite(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
+    # SQLite keeps UUIDs as 32 hex digits; delays are rounded so their text form is plain.
+    batch = json.dumps(
+        [[o.id.hex, o.status, o.result, o.error, round(o.delay, 3), o.refund] for o in outcomes]
+    )
+    succeeded = retried = 0
+    failed_ids: list[uuid.UUID] = []
+    for job_id, status in conn.execute(_RECORD_SQLITE, {"batch": batch, "token": token.hex}):
+        if status == "completed":
+            succeeded += 1
+        elif status == "pending":
+            retried += 1
         else:
-            values["finished_at"] = clock
-        if o.status == "completed":
-            values["result"] = sa.type_coerce(sa.literal(o.result, sa.Text()), sa.Text())
-        stmt = sa.update(jobs).where(jobs.c.id == o.id, *_fence(token)).values(**values)
-        if conn.execute(stmt).rowcount:
-            written.add(o.id)
-    return written
+            failed_ids.append(uuid.UUID(job_id))
+    return Recorded(succeeded, retried, failed_ids)
 
 
 def release(conn: sa.Connection, token: uuid.UUID, ids: Sequence[uuid.UUID]) -> int:

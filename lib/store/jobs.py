@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from ..models import JOB_STATUSES, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
 from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
@@ -57,33 +58,86 @@ class NewJob:
 
 def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
     """Insert in one statement; a reused idempotency key yields the existing job, created=False."""
-    dialect = conn.dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if conn.dialect.name == "postgresql":
+        times = {row.id: (row.run_at, row.created_at) for row in conn.execute(_INSERT_PG, _array_params(new))}
+    else:
+        times = _insert_sqlite(conn, new)
+    missing = [job for job in new if job.id not in times]
+    existing = _existing_by_key(conn, missing) if missing else {}
+    out: list[tuple[Job, bool]] = []
+    for job in new:
+        made = times.get(job.id)
+        if made is None:
+            out.append((existing[(job.tenant_id or "", job.idempotency_key)], False))
+        else:
+            out.append((_new_job(job, *made), True))
+    return out
+
+
+# Arrays in, one short statement out: psycopg caches its parse, whatever the batch size (a
+# 1000-row VALUES list is re-parsed client-side on every call and costs more than the insert).
+_INSERT_PG = sa.text(
+    """
+    INSERT INTO sluice_jobs (id, type, payload, status, priority, attempts, max_attempts,
+        timeout_seconds, backoff_strategy, backoff_delay, backoff_max, run_at, created_at,
+        tenant_id, correlation_id, idempotency_key)
+    SELECT v.id, v.type, v.payload, 'pending', v.priority, 0, v.max_attempts, v.timeout_seconds,
+        v.backoff_strategy, v.backoff_delay, v.backoff_max,
+        COALESCE(v.run_at, now() + make_interval(secs => v.delay)), now(),
+        v.tenant_id, v.correlation_id, v.idempotency_key
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:types AS text[]), CAST(:payloads AS jsonb[]),
+        CAST(:priorities AS int[]), CAST(:max_attempts AS int[]), CAST(:timeouts AS int[]),
+        CAST(:strategies AS text[]), CAST(:delays_base AS int[]), CAST(:delays_max AS int[]),
+        CAST(:run_ats AS timestamptz[]), CAST(:delays AS float8[]), CAST(:tenants AS text[]),
+        CAST(:correlations AS text[]), CAST(:keys AS text[]))
+      AS v(id, type, payload, priority, max_attempts, timeout_seconds, backoff_strategy,
+           backoff_delay, backoff_max, run_at, delay, tenant_id, correlation_id, idempotency_key)
+    ON CONFLICT (coalesce(tenant_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
+    DO NOTHING
+    RETURNING id, run_at, created_at
+    """
+)
+
+
+def _array_params(new: Sequence[NewJob]) -> dict[str, list[Any]]:
+    dumps = json.dumps
+    return {
+        "ids": [j.id for j in new],
+        "types": [j.type for j in new],
+        "payloads": [dumps(j.payload, separators=(",", ":")) for j in new],
+        "priorities": [j.priority for j in new],
+        "max_attempts": [j.max_attempts for j in new],
+        "timeouts": [j.timeout_seconds for j in new],
+        "strategies": [j.backoff_strategy for j in new],
+        "delays_base": [j.backoff_delay for j in new],
+        "delays_max": [j.backoff_max for j in new],
+        "run_ats": [j.run_at for j in new],
+        "delays": [j.delay_seconds for j in new],
+        "tenants": [j.tenant_id for j in new],
+        "correlations": [j.correlation_id for j in new],
+        "keys": [j.idempotency_key for j in new],
+    }
+
+
+def _insert_sqlite(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple[datetime, datetime]]:
     stmt = (
-        insert(jobs)
+        sqlite.insert(jobs)
         .values(
             run_at=sa.func.coalesce(
                 sa.bindparam("p_run_at", type_=UTCDateTime()),
-                now_plus(dialect, sa.bindparam("p_delay", type_=sa.Float())),
+                now_plus("sqlite", sa.bindparam("p_delay", type_=sa.Float())),
             ),
-            created_at=now(dialect),
+            created_at=now("sqlite"),
         )
         .on_conflict_do_nothing(
             index_elements=[IDEMPOTENCY_TENANT, jobs.c.idempotency_key],
             index_where=jobs.c.idempotency_key.is_not(None),
         )
-        .returning(*JOB_COLUMNS)
+        .returning(jobs.c.id, jobs.c.run_at, jobs.c.created_at)
     )
     params = [_insert_params(job) for job in new]
-    rows = conn.execute(stmt, params).all() if len(params) > 1 else conn.execute(stmt, params[0]).all()
-    inserted = {str(row.id): to_job(row) for row in rows}
-    missing = [job for job in new if str(job.id) not in inserted]
-    existing = _existing_by_key(conn, missing) if missing else {}
-    out: list[tuple[Job, bool]] = []
-    for job in new:
-        made = inserted.get(str(job.id))
-        out.append((made, True) if made else (existing[(job.tenant_id or "", job.idempotency_key)], False))
-    return out
+    rows = conn.execute(stmt, params) if len(params) > 1 else conn.execute(stmt, params[0])
+    return {row.id: (row.run_at, row.created_at) for row in rows}
 
 
 def _insert_params(job: NewJob) -> dict[str, Any]:
@@ -105,6 +159,30 @@ def _insert_params(job: NewJob) -> dict[str, Any]:
         "correlation_id": job.correlation_id,
         "idempotency_key": job.idempotency_key,
     }
+
+
+def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
+    """The Job just inserted, built from what we sent plus the times the database chose."""
+    return Job.model_construct(
+        id=str(job.id),
+        type=job.type,
+        payload=job.payload,
+        status="pending",
+        priority=job.priority,
+        attempts=0,
+        max_attempts=job.max_attempts,
+        timeout_seconds=job.timeout_seconds,
+        run_at=_as_utc(run_at),
+        created_at=_as_utc(created_at),
+        started_at=None,
+        finished_at=None,
+        last_error=None,
+        result=None,
+        progress=None,
+        tenant_id=job.tenant_id,
+        correlation_id=job.correlation_id,
+        idempotency_key=job.idempotency_key,
+    )
 
 
 def _existing_by_key(conn: sa.Connection, new: Sequence[NewJob]) -> dict[tuple[str, str | None], Job]:
@@ -236,7 +314,7 @@ def _as_utc(value: Any) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return UTCDateTime().process_result_value(value, sa.engine.default.DefaultDialect())
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> None:

@@ -78,7 +78,6 @@ def upgrade() -> None:
         **_partial(KEYED),
     )
     op.create_index("ix_sluice_jobs_tenant", "sluice_jobs", ["tenant_id", "id"], **_partial(TENANTED))
-    op.create_index("ix_sluice_jobs_type_status", "sluice_jobs", ["type", "status"])
 
     op.create_table(
         "sluice_drains",

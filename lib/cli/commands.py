@@ -1,0 +1,287 @@
+"""The commands behind ``python -m lib``; each returns an exit code (errors raise, see main)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType, ModuleType
+from typing import Any
+
+import pydantic
+import sqlalchemy as sa
+
+from .. import logs
+from ..config import Settings, get_settings
+from ..errors import Unavailable, ValidationError
+from ..models import DrainSummary, JobSpec, StopReason
+from ..queue import Queue
+from .output import EXIT_OK, EXIT_USAGE, Progress, emit, error, info
+
+
+def safe_url(url: str) -> str:
+    """DATABASE_URL without its password, for messages."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable DATABASE_URL>"
+
+
+def configure_logs(args: argparse.Namespace, settings: Settings, *, long_running: bool = False) -> None:
+    """Workers and the dev server log every job; one-shot commands only warnings, unless -v."""
+    level = settings.jobs_log_level if (long_running or args.verbose) else "WARNING"
+    logs.configure(level)
+
+
+@contextmanager
+def open_queue() -> Iterator[Queue]:
+    queue = Queue.from_settings()
+    try:
+        yield queue
+    finally:
+        queue.engine.dispose()
+
+
+def as_validation_error(exc: pydantic.ValidationError, message: str) -> ValidationError:
+    details = [
+        {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+    return ValidationError(message, details)
+
+
+# -- migrate ---------------------------------------------------------------------------------------
+
+
+def migrate(args: argparse.Namespace) -> int:
+    # The engine alone, not a Queue: migrating must not import the app's handler modules.
+    from ..db import engine_from_settings
+    from ..migrate import current, upgrade
+
+    settings = get_settings()
+    configure_logs(args, settings)
+    engine = engine_from_settings(settings)
+    try:
+        upgrade(engine)
+        revision = current(engine)
+    finally:
+        engine.dispose()
+    info(f"{safe_url(settings.database_url)} is at revision {revision}")
+    return EXIT_OK
+
+
+# -- serve -----------------------------------------------------------------------------------------
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .serve import run
+
+    return run(args)
+
+
+# -- drain -----------------------------------------------------------------------------------------
+
+
+def drain(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    configure_logs(args, settings, long_running=args.loop)
+    budget = args.budget_ms if args.budget_ms is not None else settings.jobs_drain_budget_ms
+    with open_queue() as queue:
+        if args.loop:
+            return drain_loop(queue, args.max_jobs, budget, args.interval)
+        show = args.max_jobs > settings.jobs_batch_size
+        progress = Progress(args.max_jobs) if show else None
+        try:
+            summary = drain_in_chunks(queue, args.max_jobs, budget, progress)
+        finally:
+            if progress is not None:
+                progress.finish()
+    emit(summary.model_dump(by_alias=True))
+    return EXIT_OK
+
+
+def drain_in_chunks(
+    queue: Queue, max_jobs: int, budget_ms: int, progress: Progress | None = None
+) -> DrainSummary:
+    """One drain, run as drains of at most a claim batch each so progress can be shown between them.
+
+    Each chunk is a real drain (recorded in sluice_drains with source "cli"); the summary adds
+    them up and follows the API's stoppedBy rule.
+    """
+    chunk = queue.settings.jobs_batch_size
+    started = time.monotonic()
+    parts: list[DrainSummary] = []
+    processed = 0
+    stopped: StopReason
+    while True:
+        left_ms = budget_ms - round((time.monotonic() - started) * 1000)
+        if parts and left_ms <= 0:
+            stopped = "budget"
+            break
+        part = queue.drain(min(chunk, max_jobs - processed), max(left_ms, 1), source="cli")
+        parts.append(part)
+        processed += part.processed
+        if progress is not None:
+            progress.total = min(max_jobs, processed + part.remaining)
+            progress.update(processed, sum(p.failed for p in parts))
+        if part.stopped_by != "maxJobs":
+            stopped = part.stopped_by
+            break
+        if processed >= max_jobs:
+            stopped = "maxJobs"
+            break
+    return DrainSummary(
+        processed=processed,
+        succeeded=sum(p.succeeded for p in parts),
+        retried=sum(p.retried for p in parts),
+        failed=sum(p.failed for p in parts),
+        duration_ms=round((time.monotonic() - started) * 1000),
+        remaining=parts[-1].remaining,
+        stopped_by=stopped,
+    )
+
+
+def drain_loop(queue: Queue, max_jobs: int, budget_ms: int, interval: float) -> int:
+    """A long-running worker: drain, print what each drain did, idle while the queue is empty.
+
+    SIGINT/SIGTERM finish the drain under way and exit 0; a second signal gives up at once.
+    A database outage is waited out, not fatal: a supervisor restarting us would not help.
+    """
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        info(f"draining until SIGINT/SIGTERM (idle wait {interval:g} s)")
+        while not stop.is_set():
+            try:
+                summary = drain_in_chunks(queue, max_jobs, budget_ms)
+            except Unavailable as exc:
+                info(f"{exc.message}; retrying in {max(interval, 1.0):g} s")
+                stop.wait(max(interval, 1.0))
+                continue
+            if summary.processed or summary.retried or summary.failed:
+                emit(summary.model_dump(by_alias=True), compact=True)
+            if summary.stopped_by == "empty":
+                # A floor keeps --interval 0 from spinning on an empty table.
+                stop.wait(max(interval, 0.05))
+    info("stopped")
+    return EXIT_OK
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        info(f"{signal.Signals(signum).name}: stopping after the current drain (again to force)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# -- status and enqueue -----------------------------------------------------------------------------
+
+
+def status(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    with open_queue() as queue:
+        overview = queue.status(tenant=args.tenant)
+    emit(overview.model_dump(mode="json", by_alias=True))
+    return EXIT_OK
+
+
+def read_json_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object from an argument, or from stdin when the argument is ``-``."""
+    if text == "-":
+        text = sys.stdin.read()
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    try:
+        value = json.loads(text, parse_constant=no_constants)
+    except ValueError as exc:
+        raise ValidationError(f"{what} is not valid JSON: {exc}", [{"loc": what, "msg": str(exc)}]) from None
+    if not isinstance(value, dict):
+        raise ValidationError(f"{what} must be a JSON object", [{"loc": what, "msg": "not an object"}])
+    return value
+
+
+def enqueue(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    body: dict[str, Any] = {"type": args.type, "payload": read_json_object(args.payload, "payload")}
+    options = {
+        "delaySeconds": args.delay,
+        "runAt": args.run_at,
+        "priority": args.priority,
+        "idempotencyKey": args.idempotency_key,
+        "tenantId": args.tenant,
+    }
+    body.update({key: value for key, value in options.items() if value is not None})
+    try:
+        spec = JobSpec.model_validate(body)
+    except pydantic.ValidationError as exc:
+        raise as_validation_error(exc, "the job is not valid") from None
+    with open_queue() as queue:
+        result = queue.submit(spec)
+    if not result.created:
+        info("a job with this idempotency key exists already; nothing new was enqueued")
+    emit(result.job.to_wire())
+    return EXIT_OK
+
+
+# -- features of other modules: retention and schedules ------------------------------------------
+
+
+def optional_module(name: str, feature: str) -> ModuleType | None:
+    """The module behind a feature, or None (with a message) when this install lacks it."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        error(f"`{feature}` is not available: this installation has no {name} module")
+        return None
+
+
+def cleanup(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    retention = optional_module("lib.retention", "cleanup")
+    if retention is None:
+        return EXIT_USAGE
+    run: Callable[..., Any] | None = getattr(retention, "run_cleanup", None) or getattr(
+        retention, "cleanup", None
+    )
+    if run is None:
+        error("lib.retention has no cleanup entry point this CLI knows")
+        return EXIT_USAGE
+    body: dict[str, Any] = {"dryRun": args.dry_run}
+    for key, value in (
+        ("completedOlderThanSeconds", args.completed_older_than),
+        ("failedOlderThanSeconds", args.failed_older_than),
+        ("cancelledOlderThanSeconds", args.cancelled_older_than),
+    ):
+        if value is not None:
+            body[key] = value
+    with open_queue() as queue:
+        result = run(queue, body)
+    emit(result.model_dump(mode="json", by_alias=True) if hasattr(result, "model_dump") else result)
+    return EXIT_OK
+
+
+def schedules(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    module = optional_module("lib.schedules", "schedules")
+    if module is None:
+        return EXIT_USAGE
+    error("lib.schedules exists but this CLI does not drive it yet")
+    return EXIT_USAGE
