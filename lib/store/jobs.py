@@ -172,8 +172,8 @@ def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
         attempts=0,
         max_attempts=job.max_attempts,
         timeout_seconds=job.timeout_seconds,
-        run_at=_as_utc(run_at),
-        created_at=_as_utc(created_at),
+        run_at=_utc(run_at),
+        created_at=_utc(created_at),
         started_at=None,
         finished_at=None,
         last_error=None,
@@ -308,13 +308,14 @@ def queue_status(conn: sa.Connection, tenant: str | None) -> QueueStatus:
     )
 
 
-def _as_utc(value: Any) -> datetime | None:
+def _as_utc(value: datetime | str | None) -> datetime | None:
     """Aggregates lose column types on SQLite (text comes back); read them as UTC datetimes."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return None if value is None else _utc(value)
+
+
+def _utc(value: datetime | str) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> None:
