@@ -113,7 +113,7 @@ _CLAIM_PG = sa.text(
     )
     SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
     """
-).columns(payload=JSONDoc)
+).columns(payload=JSONDoc())
 
 
 def claim_batch(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -> list[Claimed]:
