@@ -1,16 +1,20 @@
 """Sluice cases. `CASES[0]` is the reference row the ×Sluice ratios divide by.
 
-Later Sluice-only cases (HTTP drain through gunicorn, enqueue→start latency, worker RSS) go
-into CASES too; each is a `Case(name, fn)` with fn(dsn, n) -> Timing on its own fresh database.
+The Sluice-only cases with targets (HTTP, latency, RSS, import time, ...) are in bench/sluice_only.py;
+they reuse the helpers below.
 """
 
 from __future__ import annotations
 
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from bench.cases import Case, Timing
 from bench.peers import BATCH
 from bench.pgutil import analyze, scalar
+
+if TYPE_CHECKING:
+    from lib import Queue
 
 SLUICE_NAME = "sluice"
 
@@ -56,31 +60,46 @@ def _count_completed(dsn: str) -> tuple[int | None, str]:
     return scalar(dsn, f"SELECT count(*) FROM \"{tables[0]}\" WHERE status = 'completed'"), ""
 
 
+def enqueue_noops(q: Queue, n: int, batch: int = BATCH) -> float:
+    """Enqueue n no-op jobs with enqueue_many in batches; seconds taken (specs built in the timing)."""
+    import lib
+
+    t0 = perf_counter()
+    for start in range(0, n, batch):
+        q.enqueue_many([lib.JobSpec(type="noop", payload={}) for _ in range(min(batch, n - start))])
+    return perf_counter() - t0
+
+
+def drain_all(q: Queue, n: int) -> tuple[float, int]:
+    """Drain up to n jobs in-process; (seconds, jobs processed)."""
+    t0 = perf_counter()
+    processed = 0
+    while processed < n:  # one call should do; loop in case a drain stops on its budget
+        summary = q.drain(max_jobs=n - processed, budget_ms=600_000)
+        if summary.processed == 0:
+            break
+        processed += summary.processed
+    return perf_counter() - t0, processed
+
+
+def close_queue(q: Queue) -> None:
+    """Close the queue's pooled connections (before its database is dropped)."""
+    q.engine.dispose()
+
+
 def bench_sluice(dsn: str, n: int) -> Timing:
     import lib
 
     q = lib.Queue.from_url(dsn)
     try:
         q.migrate()
-        t0 = perf_counter()
-        for start in range(0, n, BATCH):
-            q.enqueue_many([lib.JobSpec(type="noop", payload={}) for _ in range(min(BATCH, n - start))])
-        t1 = perf_counter()
+        enqueue_s = enqueue_noops(q, n)
         analyze(dsn)  # untimed, see pgutil.analyze
-        t1b = perf_counter()
-        processed = 0
-        while processed < n:  # one call should do; loop in case a drain stops on its budget
-            summary = q.drain(max_jobs=n - processed, budget_ms=600_000)
-            if summary.processed == 0:
-                break
-            processed += summary.processed
-        t2 = perf_counter()
+        drain_s, processed = drain_all(q, n)
     finally:
-        close = getattr(q, "close", None) or getattr(q, "dispose", None)
-        if callable(close):
-            close()
+        close_queue(q)
     done, note = _count_completed(dsn)
-    return Timing(t1 - t0, t2 - t1b, processed if done is None else done, note)
+    return Timing(enqueue_s, drain_s, processed if done is None else done, note)
 
 
 CASES: list[Case] = [

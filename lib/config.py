@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite:///.data/sluice.db"
@@ -40,6 +40,23 @@ class Settings(BaseSettings):
     jobs_cleanup_failed_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_cleanup_cancelled_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Retention archive (lib/retention.py): rows are written to S3 before they are deleted.
+    jobs_archive_s3_bucket: str = ""
+    jobs_archive_s3_prefix: str = "sluice/archive"
+    # Dead-letter alerts (lib/alerts.py): a Slack-compatible webhook and/or e-mail through SES.
+    jobs_alert_webhook_url: str = ""
+    jobs_alert_email_to: str = ""
+    jobs_alert_email_from: str = ""
+    # Failures within this many seconds of the first one share one digest.
+    jobs_alert_digest_seconds: int = Field(60, ge=0, le=86_400)
+    # Sender of the built-in email.ses type when a payload names none.
+    jobs_email_from: str = ""
+    # "type=50/hour,..." run limits for types declared elsewhere (lib/ratelimit.py).
+    jobs_rate_limits: str = ""
+    # "1000/hour": jobs one tenant may enqueue per window (RateLimited, the API's 429, past it).
+    jobs_tenant_enqueue_limit: str = ""
+    aws_region: str = ""
+    aws_default_region: str = ""
 
     @field_validator("database_url")
     @classmethod
@@ -58,6 +75,64 @@ class Settings(BaseSettings):
             if not sep or not tenant.strip() or not key.strip():
                 raise ValueError("JOBS_TENANT_KEYS must be comma-separated tenant:key pairs")
         return value
+
+    @field_validator("jobs_rate_limits", "jobs_tenant_enqueue_limit")
+    @classmethod
+    def _rates(cls, value: str, info: ValidationInfo) -> str:
+        from .ratelimit import parse_rate, parse_rates
+
+        name = (info.field_name or "").upper()
+        try:
+            if info.field_name == "jobs_rate_limits":
+                parse_rates(value)
+            elif value.strip():
+                parse_rate(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        return value.strip()
+
+    @field_validator("jobs_alert_webhook_url")
+    @classmethod
+    def _webhook(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("JOBS_ALERT_WEBHOOK_URL must be an http(s) URL")
+        return value
+
+    @field_validator("jobs_archive_s3_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return value.strip().strip("/")
+
+    @property
+    def archive_bucket(self) -> str | None:
+        return self.jobs_archive_s3_bucket.strip() or None
+
+    @property
+    def alert_email_to(self) -> tuple[str, ...]:
+        return split_csv(self.jobs_alert_email_to)
+
+    @property
+    def alerts_configured(self) -> bool:
+        return bool(self.jobs_alert_webhook_url or (self.alert_email_to and self.jobs_alert_email_from))
+
+    @property
+    def rate_limits(self) -> dict[str, Any]:
+        """{type: lib.ratelimit.Rate} from JOBS_RATE_LIMITS."""
+        from .ratelimit import parse_rates
+
+        return dict(parse_rates(self.jobs_rate_limits))
+
+    @property
+    def tenant_enqueue_rate(self) -> Any:
+        """The lib.ratelimit.Rate of JOBS_TENANT_ENQUEUE_LIMIT, or None."""
+        from .ratelimit import parse_rate
+
+        return parse_rate(self.jobs_tenant_enqueue_limit) if self.jobs_tenant_enqueue_limit else None
+
+    @property
+    def aws_region_name(self) -> str:
+        return self.aws_region.strip() or self.aws_default_region.strip() or "us-east-1"
 
     @property
     def admin_keys(self) -> tuple[str, ...]:

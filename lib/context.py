@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 
@@ -20,6 +21,8 @@ class JobContext:
     deadline: float
     _report: Callable[[UUID, int], None]
     _uuid: UUID
+    # (write, read) of a marker kept on the job across attempts; None outside a drain.
+    _checkpoints: tuple[Callable[[UUID, Any], bool], Callable[[UUID], Any]] | None = None
 
     def time_left(self) -> float:
         """Seconds until this attempt times out."""
@@ -33,6 +36,15 @@ class JobContext:
             from .logs import log_event
 
             log_event("job.progress", jobId=self.job_id, type=self.type, progress=value, step=step)
+
+    def checkpoint(self, value: Any) -> bool:
+        """Store a JSON value on the job now (as its ``result``), fenced on this attempt's lease,
+        so that a later attempt can tell a side effect already happened. False: not stored."""
+        return self._checkpoints[0](self._uuid, value) if self._checkpoints else False
+
+    def saved_checkpoint(self) -> Any:
+        """What an earlier attempt of this job stored with ``checkpoint()`` (None if nothing)."""
+        return self._checkpoints[1](self._uuid) if self._checkpoints else None
 
     @property
     def is_last_attempt(self) -> bool:

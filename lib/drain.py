@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 import pydantic
 import sqlalchemy as sa
@@ -17,17 +18,24 @@ from .context import JobContext
 from .errors import PermanentError, RetryLater
 from .logs import log_event, logger
 from .models import DrainSource, DrainSummary, StopReason
-from .registry import Registry
+from .registry import JobType, Registry
 from .store import claim as store
 from .store import jobs as job_store
 from .store.claim import Claimed, Outcome
 
 MAX_ERROR_CHARS = 2000
 
+# Before a job runs: None runs it, a number of seconds defers it uncounted (lib/ratelimit.py).
+Gate = Callable[[Claimed, JobType], float | None]
+# (write, read) of a handler's marker kept on the job across attempts, per claim token.
+Checkpoints = tuple[Callable[[uuid.UUID, uuid.UUID, Any], bool], Callable[[uuid.UUID, uuid.UUID], Any]]
+
 
 def error_text(exc: BaseException) -> str:
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:MAX_ERROR_CHARS]
+    # PostgreSQL text can't hold U+0000 or lone surrogates; one odd message mustn't sink the batch.
+    text = text[:MAX_ERROR_CHARS].replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 @dataclass
@@ -55,6 +63,10 @@ class Executor:
     registry: Registry
     token: uuid.UUID
     report_progress: Callable[[uuid.UUID, uuid.UUID, int], None]
+    gate: Gate | None = None
+    checkpoints: Checkpoints | None = None
+    # Records the outcome of a job that finished after its drain had to answer (budget overrun).
+    record_late: Callable[[Outcome], None] | None = None
 
     def __post_init__(self) -> None:
         # Decided once per batch: with INFO off, a job pays for no log fields at all.
@@ -84,6 +96,10 @@ class Executor:
         job_type = self.registry.find(job.type)
         if job_type is None:
             return Outcome(job.id, "failed", error=f"unknown job type {job.type!r}")
+        wait = self.gate(job, job_type) if self.gate is not None else None
+        if wait is not None:
+            error = f"rate limit reached; next try in {wait:.0f} s"
+            return Outcome(job.id, "pending", error=error, delay=wait, refund=1)
         ctx = self._context(job, started) if job_type.wants_context else None
         try:
             value = job_type.run(job.payload, ctx)
@@ -125,7 +141,14 @@ class Executor:
             started + job.timeout_seconds,
             lambda job_id, percent: report(token, job_id, percent),
             job.id,
+            self._checkpointer(),
         )
+
+    def _checkpointer(self) -> tuple[Callable[[uuid.UUID, Any], bool], Callable[[uuid.UUID], Any]] | None:
+        if self.checkpoints is None:
+            return None
+        token, (write, read) = self.token, self.checkpoints
+        return (lambda job_id, value: write(token, job_id, value), lambda job_id: read(token, job_id))
 
 
 async def _await(value: object) -> object:
@@ -133,8 +156,8 @@ async def _await(value: object) -> object:
 
 
 class _Runner(threading.Thread):
-    """Runs a batch's handlers in order off the main thread, so the main thread can give up on
-    a handler that outlives its timeout (Python can't kill it; we stop waiting for it)."""
+    """Runs a batch's handlers in order off the main thread, so the main thread can stop waiting
+    for a handler (Python can't kill it) that outlives its timeout or the drain's budget."""
 
     def __init__(self, jobs: Sequence[Claimed], executor: Executor, budget: Budget) -> None:
         super().__init__(name="sluice-runner", daemon=True)
@@ -143,56 +166,79 @@ class _Runner(threading.Thread):
         self.outcomes: list[Outcome] = []
         self.current: Claimed | None = None
         self.current_started = 0.0
-        self.abandoned = False
+        self.abandoned = False  # timed out: the drain recorded its failure, drop the late result
+        self.orphaned = False  # budget ran out mid-job: it keeps its lease and records itself
 
     def run(self) -> None:
         for job in self.jobs:
             with self.lock:
-                if self.abandoned or not self.budget.allows_another():
+                if self.abandoned or self.orphaned or not self.budget.allows_another():
                     return
                 self.current, self.current_started = job, time.monotonic()
             outcome = self.executor.run(job)
             with self.lock:
                 if self.abandoned:
                     return
-                self.budget.saw(time.monotonic() - self.current_started)
-                self.outcomes.append(outcome)
-                self.current = None
+                if not self.orphaned:
+                    self.budget.saw(time.monotonic() - self.current_started)
+                    self.outcomes.append(outcome)
+                    self.current = None
+                    continue
+            if self.executor.record_late is not None:
+                self.executor.record_late(outcome)
+            return
 
-    def watch(self) -> Claimed | None:
-        """Wait until the runner ends; if its current job passes its timeout, abandon it and
-        return that job."""
+    def watch(self) -> tuple[Literal["timeout", "overrun"], Claimed] | None:
+        """Wait for the runner. Give up on its current job when the job's timeout passes
+        ("timeout") or the drain's budget ends first ("overrun")."""
+        budget_end = self.budget.started + self.budget.seconds
         while self.is_alive():
             with self.lock:
                 job, started = self.current, self.current_started
-            wait = started + job.timeout_seconds - time.monotonic() if job else 0.02
-            self.join(max(0.0, wait))
+            if job is None:
+                self.join(0.02)
+                continue
+            timeout_at = started + job.timeout_seconds
+            wait = min(timeout_at, budget_end) - time.monotonic()
+            if wait > 0:
+                self.join(wait)
+                continue
             with self.lock:
-                if job is not None and self.current is job and self.is_alive() and wait <= 0:
+                if self.current is not job or not self.is_alive():
+                    continue
+                if time.monotonic() >= timeout_at:
                     self.abandoned = True
                     self.budget.saw(float(job.timeout_seconds))
-                    return job
+                    return "timeout", job
+                self.orphaned = True
+                return "overrun", job
         return None
 
 
 def run_batch(
     batch: Sequence[Claimed], executor: Executor, budget: Budget
 ) -> tuple[list[Outcome], list[Claimed]]:
-    """Run a claimed batch; returns (outcomes, jobs never started because the budget ran out)."""
+    """Run a claimed batch; returns (outcomes, jobs never started because the budget ran out).
+    A job still running when the budget ends is in neither: it keeps its lease."""
     outcomes: list[Outcome] = []
     todo = list(batch)
     while todo:
         runner = _Runner(todo, executor, budget)
         runner.start()
-        hung = runner.watch()
+        stop = runner.watch()
         with runner.lock:
             done = list(runner.outcomes)
         outcomes.extend(done)
-        if hung is None:
+        if stop is None:
             return outcomes, todo[len(done) :]
-        log_event("job.timeout", jobId=str(hung.id), type=hung.type, timeoutSeconds=hung.timeout_seconds)
-        outcomes.append(executor.retry_or_fail(hung, f"timed out after {hung.timeout_seconds}s"))
-        todo = todo[len(done) + 1 :]
+        kind, job = stop
+        rest = todo[len(done) + 1 :]
+        if kind == "overrun":
+            log_event("job.overrun", jobId=str(job.id), type=job.type)
+            return outcomes, rest
+        log_event("job.timeout", jobId=str(job.id), type=job.type, timeoutSeconds=job.timeout_seconds)
+        outcomes.append(executor.retry_or_fail(job, f"timed out after {job.timeout_seconds}s"))
+        todo = rest
     return outcomes, []
 
 
@@ -206,6 +252,8 @@ class Drainer:
     on_failed: Callable[[sa.Connection, list[uuid.UUID]], None] | None = None
     # Called before claiming (schedules enqueue their due slots here).
     before_claim: Callable[[sa.Connection], None] | None = None
+    # Makes each claimed batch's rate-limit gate (lib/ratelimit.py), given the claim token.
+    make_gate: Callable[[uuid.UUID], Gate] | None = None
 
     def run(self, max_jobs: int, budget_ms: int, source: DrainSource = "api") -> DrainSummary:
         budget = Budget(budget_ms / 1000)
@@ -233,7 +281,11 @@ class Drainer:
                     )
                 if not batch:
                     break
-                executor = Executor(self.registry, token, self._progress)
+                gate = self.make_gate(token) if self.make_gate is not None else None
+                checkpoints = (self._set_checkpoint, self._get_checkpoint)
+                executor = Executor(
+                    self.registry, token, self._progress, gate, checkpoints, self._late_recorder(token)
+                )
                 outcomes, unstarted = run_batch(batch, executor, budget)
                 with conn.begin():
                     recorded = store.record_outcomes(conn, token, outcomes)
@@ -269,3 +321,23 @@ class Drainer:
         # Its own short transaction: the drain's connection belongs to the main thread.
         with self.engine.begin() as conn:
             store.set_progress(conn, token, job_id, percent)
+
+    def _late_recorder(self, token: uuid.UUID) -> Callable[[Outcome], None]:
+        def record(outcome: Outcome) -> None:
+            # Fenced like any write: if the lease was taken over meanwhile, this changes nothing.
+            # On a thread nobody waits for: a failure here is logged and left to the lease.
+            try:
+                with self.engine.begin() as conn:
+                    self._failed(conn, store.record_outcomes(conn, token, [outcome]).failed_ids)
+            except sa.exc.SQLAlchemyError as exc:
+                log_event("job.late_record_failed", jobId=str(outcome.id), error=error_text(exc))
+
+        return record
+
+    def _set_checkpoint(self, token: uuid.UUID, job_id: uuid.UUID, value: Any) -> bool:
+        with self.engine.begin() as conn:
+            return store.set_checkpoint(conn, token, job_id, value)
+
+    def _get_checkpoint(self, token: uuid.UUID, job_id: uuid.UUID) -> Any:
+        with self.engine.connect() as conn:
+            return store.get_checkpoint(conn, token, job_id)

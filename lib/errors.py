@@ -46,6 +46,12 @@ class Conflict(SluiceError):
     code = "conflict"
 
 
+class Unauthorized(SluiceError):
+    """Missing or wrong credentials (the API's 401); raised by lib.client."""
+
+    code = "unauthorized"
+
+
 class Forbidden(SluiceError):
     code = "forbidden"
 
@@ -77,4 +83,6 @@ class RetryLater(SluiceError):
 
     def __init__(self, message: str, delay_seconds: float) -> None:
         super().__init__(message)
-        self.delay_seconds = max(0.0, delay_seconds)
+        # At most ten years (an enqueue's delaySeconds limit): a larger or infinite delay is no
+        # storable time, and its failed write would lose the outcomes of the whole batch.
+        self.delay_seconds = min(max(0.0, delay_seconds), 315_360_000.0)

@@ -42,9 +42,14 @@ def _iso_datetime(value: Any) -> Any:
 def _aware_in_range(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("must carry a UTC offset (e.g. 2026-11-23T10:00:00Z)")
-    if not 1970 <= value.year <= 9999:
-        raise ValueError("year must be between 1970 and 9999")
-    return value.astimezone(UTC)
+    # The year is the UTC one; 9999-12-31T23:00-02:00 overflows datetime once converted.
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("year must be between 1970 and 9999 (in UTC)") from None
+    if not 1970 <= utc.year <= 9999:
+        raise ValueError("year must be between 1970 and 9999 (in UTC)")
+    return utc
 
 
 Text255 = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]

@@ -15,6 +15,7 @@ from .db import engine_from_settings
 from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
 from .models import DrainSource, DrainSummary, Enqueued, Job, JobPage, JobSpec, JobStatus, QueueStatus
+from .ratelimit import enforce_tenant_quota
 from .registry import Registry
 from .registry import registry as default_registry
 from .store import jobs as store
@@ -63,6 +64,12 @@ class Queue:
         self.drainer = Drainer(
             engine, self.registry, self.settings.jobs_lease_grace_seconds, self.settings.jobs_batch_size
         )
+        # Drains enqueue due schedules, digest dead letters and gate rate-limited types.
+        from . import alerts, ratelimit, schedules
+
+        self.drainer.before_claim = schedules.DueHook(self)
+        self.drainer.on_failed = alerts.DeadLetterHook(self)
+        self.drainer.make_gate = ratelimit.gate_factory(engine, self.settings.rate_limits)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Queue:
@@ -128,6 +135,7 @@ class Queue:
         new = [self.prepare(spec, tenant) for spec in specs]
         _refuse_repeated_keys(new)
         with self._tx(conn) as tx:
+            enforce_tenant_quota(tx, new, self.settings.tenant_enqueue_rate)
             return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
 
     def submit(
@@ -158,6 +166,12 @@ class Queue:
     ) -> DrainSummary:
         budget = budget_ms if budget_ms is not None else self.settings.jobs_drain_budget_ms
         return self.drainer.run(max_jobs, budget, source)
+
+    @guarded
+    def backlog(self) -> int:
+        """Ready pending jobs: what a drain would find now."""
+        with self.engine.connect() as conn:
+            return store.count_ready(conn)
 
     # -- read and administer -----------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from .errors import DuplicateJobType, UnknownJobType, ValidationError
+from .ratelimit import Rate, parse_key, parse_rate
 from .retry import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
@@ -21,7 +22,12 @@ Handler = Callable[..., Any]
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_SECONDS = 60
-BUILTIN_HANDLER_MODULES = ("lib.handlers.noop", "lib.handlers.http")
+BUILTIN_HANDLER_MODULES = (
+    "lib.handlers.noop",
+    "lib.handlers.http",
+    "lib.handlers.email_ses",
+    "lib.handlers.alerts",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,9 @@ class JobType:
     wants_context: bool = True
     # Called at enqueue with the validated payload, for checks a model can't express (e.g. SSRF).
     check: Callable[[dict[str, Any]], None] | None = None
+    # Runs per window, per value of the payload path rate_key (None: the whole type); lib/ratelimit.py.
+    rate_limit: Rate | None = None
+    rate_key: tuple[str, ...] | None = None
 
     def validate_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
         """The payload as it will be stored, or ValidationError naming the bad fields."""
@@ -91,12 +100,21 @@ class Registry:
         timeout: int = DEFAULT_TIMEOUT_SECONDS,
         backoff: Backoff = DEFAULT_BACKOFF,
         check: Callable[[dict[str, Any]], None] | None = None,
+        rate_limit: str | Rate | None = None,
+        rate_key: str | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Decorator: ``@job("email.send", payload=Model, max_attempts=5)``."""
+        """Decorator: ``@job("email.send", payload=Model, max_attempts=5)``; ``rate_limit="50/hour",
+        rate_key="payload.userId"`` caps how often jobs with the same key start."""
+        rate = parse_rate(rate_limit) if rate_limit is not None else None
+        key = parse_key(rate_key)
 
         def register(handler: Handler) -> Handler:
             params = inspect.signature(handler).parameters
-            self.add(JobType(name, handler, payload, max_attempts, timeout, backoff, len(params) >= 2, check))
+            self.add(
+                JobType(
+                    name, handler, payload, max_attempts, timeout, backoff, len(params) >= 2, check, rate, key
+                )
+            )
             return handler
 
         return register

@@ -91,11 +91,12 @@ def is_allowed(host: str, port: int, allow: Collection[str]) -> bool:
 def literal_refusal(host: str, port: int, allow: Collection[str]) -> str | None:
     """For an IP-literal host in a refused range (and not allowed): the reason; else None.
     DNS names are only checked once resolved, at run time."""
-    ip = parse_ip(normalise_host(host))
+    name = normalise_host(host)
+    ip = parse_ip(name)
     if ip is None or is_allowed(host, port, allow):
         return None
     reason = refusal(ip)
-    return None if reason is None else f"refused: {ip} is {reason}{HINT}"
+    return None if reason is None else f"refused: {name} is {reason}{HINT}"
 
 
 def resolve(host: str, port: int) -> list[Address]:

@@ -115,3 +115,19 @@ def count(queue: Queue, where: str = "1=1", **params: object) -> int:
         return int(
             conn.execute(sa.text(f"SELECT count(*) FROM sluice_jobs WHERE {where}"), params).scalar_one()
         )
+
+
+@pytest.fixture
+def aws_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Amazon S3 and SES faked in process by moto (no network); cached boto3 clients are reset."""
+    from moto import mock_aws
+
+    from lib import aws
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    aws.clear_clients()
+    with mock_aws():
+        yield
+    aws.clear_clients()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -55,3 +56,43 @@ def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 @job("test.unserialisable")
 def unserialisable(payload: dict[str, Any]) -> object:
     return object()
+
+
+@job("test.block", timeout=2)
+def block(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Records '<job id> <attempt> <pid>' like test.record, then hangs on the first
+    ``blockAttempts`` attempts (default 1): a worker to SIGKILL mid-job."""
+    with open(payload["file"], "a") as fh:
+        fh.write(f"{ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+    if ctx.attempt <= int(payload.get("blockAttempts", 1)):
+        time.sleep(3600)
+    return {"attempt": ctx.attempt}
+
+
+# Gates a test opens from another thread: test.gate waits on GATES[payload["gate"]].
+GATES: dict[str, threading.Event] = {}
+
+
+@job("test.gate", timeout=60)
+def gate(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """On attempt 1, waits (≤ 10 s) until the test opens its gate; later attempts return at once."""
+    if ctx.attempt == 1:
+        GATES[payload["gate"]].wait(10)
+    return {"attempt": ctx.attempt}
+
+
+@job("test.odd", max_attempts=3)
+def odd(payload: dict[str, Any]) -> Any:
+    """Outcomes a database can't store as given: one must not sink the rest of its batch."""
+    kind = payload["kind"]
+    if kind == "retry-forever":
+        raise RetryLater("much later", float("inf"))
+    if kind == "retry-far":
+        raise RetryLater("much later", 1e20)
+    if kind == "nul-result":
+        return {"text": "a\x00b"}
+    if kind == "surrogate-result":
+        return "x\ud800"
+    if kind == "nul-error":
+        raise RuntimeError("bad\x00byte")
+    raise RuntimeError("x\udc80")  # "surrogate-error"

@@ -7,6 +7,8 @@ them, so ``python -m lib --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Sequence
 
 import pydantic
@@ -21,7 +23,7 @@ exit codes:
   0    ok (a drain whose jobs failed is still 0: the drain itself worked)
   1    the operation failed (no such job or schedule, wrong state, ...)
   2    usage or validation error (bad arguments, bad payload JSON, unknown job type,
-       invalid settings, a feature that is not installed)
+       invalid settings)
   3    the database is unreachable
   130  interrupted (Ctrl-C)
 
@@ -56,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return sub.add_parser(
-            name, help=help, description=help, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+            name,
+            help=help,
+            description=help,
+            epilog=EPILOG,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
     migrate = command("migrate", "apply the database migrations to DATABASE_URL (idempotent)")
@@ -123,6 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`... | head`): silence the flush at exit instead of a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
     except pydantic.ValidationError as exc:
         # Only settings reach here: the commands turn their own input errors into ValidationError.
         error(f"invalid settings: {_first_lines(exc)}")
@@ -145,6 +155,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _first_lines(exc: BaseException, lines: int = 3) -> str:
     return " | ".join(str(exc).strip().splitlines()[:lines])
-
-
-__all__ = ["EPILOG", "build_parser", "main"]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType, ModuleType
+from types import FrameType
 from typing import Any
 
 import pydantic
@@ -60,20 +59,27 @@ def as_validation_error(exc: pydantic.ValidationError, message: str) -> Validati
 
 
 def migrate(args: argparse.Namespace) -> int:
-    # The engine alone, not a Queue: migrating must not import the app's handler modules.
+    settings = get_settings()
+    configure_logs(args, settings)
+    revision = migrate_database(settings)
+    info(f"{safe_url(settings.database_url)} is at revision {revision}")
+    return EXIT_OK
+
+
+def migrate_database(settings: Settings) -> str | None:
+    """Apply the migrations; returns the revision the database is at.
+
+    The engine alone, not a Queue: migrating must not import the app's handler modules.
+    """
     from ..db import engine_from_settings
     from ..migrate import current, upgrade
 
-    settings = get_settings()
-    configure_logs(args, settings)
     engine = engine_from_settings(settings)
     try:
         upgrade(engine)
-        revision = current(engine)
+        return current(engine)
     finally:
         engine.dispose()
-    info(f"{safe_url(settings.database_url)} is at revision {revision}")
-    return EXIT_OK
 
 
 # -- serve -----------------------------------------------------------------------------------------
@@ -135,6 +141,10 @@ def drain_in_chunks(
             break
         if processed >= max_jobs:
             stopped = "maxJobs"
+            break
+        if part.remaining == 0:
+            # Nothing ready is left: another chunk would only find the queue empty.
+            stopped = "empty"
             break
     return DrainSummary(
         processed=processed,
@@ -239,49 +249,53 @@ def enqueue(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# -- features of other modules: retention and schedules ------------------------------------------
-
-
-def optional_module(name: str, feature: str) -> ModuleType | None:
-    """The module behind a feature, or None (with a message) when this install lacks it."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        error(f"`{feature}` is not available: this installation has no {name} module")
-        return None
+# -- retention and schedules ----------------------------------------------------------------------
 
 
 def cleanup(args: argparse.Namespace) -> int:
+    from .. import retention
+
     configure_logs(args, get_settings())
-    retention = optional_module("lib.retention", "cleanup")
-    if retention is None:
-        return EXIT_USAGE
-    run: Callable[..., Any] | None = getattr(retention, "run_cleanup", None) or getattr(
-        retention, "cleanup", None
-    )
-    if run is None:
-        error("lib.retention has no cleanup entry point this CLI knows")
-        return EXIT_USAGE
-    body: dict[str, Any] = {"dryRun": args.dry_run}
-    for key, value in (
-        ("completedOlderThanSeconds", args.completed_older_than),
-        ("failedOlderThanSeconds", args.failed_older_than),
-        ("cancelledOlderThanSeconds", args.cancelled_older_than),
-    ):
-        if value is not None:
-            body[key] = value
+    body = {
+        "completedOlderThanSeconds": args.completed_older_than,
+        "failedOlderThanSeconds": args.failed_older_than,
+        "cancelledOlderThanSeconds": args.cancelled_older_than,
+        "dryRun": args.dry_run,
+    }
+    try:
+        request = retention.CleanupRequest.model_validate({k: v for k, v in body.items() if v is not None})
+    except pydantic.ValidationError as exc:
+        raise as_validation_error(exc, "the cleanup options are not valid") from None
     with open_queue() as queue:
-        result = run(queue, body)
-    emit(result.model_dump(mode="json", by_alias=True) if hasattr(result, "model_dump") else result)
+        result = retention.cleanup(
+            queue,
+            completed_older_than=request.completed_older_than_seconds,
+            failed_older_than=request.failed_older_than_seconds,
+            cancelled_older_than=request.cancelled_older_than_seconds,
+            dry_run=request.dry_run,
+        )
+    emit(result.to_wire())
     return EXIT_OK
 
 
 def schedules(args: argparse.Namespace) -> int:
+    from .. import schedules as module
+
     configure_logs(args, get_settings())
-    module = optional_module("lib.schedules", "schedules")
-    if module is None:
+    if args.action != "list" and not args.name:
+        error(f"`schedules {args.action}` needs a NAME")
         return EXIT_USAGE
-    error("lib.schedules exists but this CLI does not drive it yet")
-    return EXIT_USAGE
+    if args.action == "put" and args.body is None:
+        error("`schedules put NAME` needs --body JSON (a schedule as PUT /api/schedules/NAME takes it)")
+        return EXIT_USAGE
+    with open_queue() as queue:
+        if args.action == "list":
+            emit({"schedules": [item.to_wire() for item in module.list_schedules(queue)]})
+        elif args.action == "get":
+            emit(module.get_schedule(queue, args.name).to_wire())
+        elif args.action == "put":
+            emit(module.put_schedule(queue, args.name, read_json_object(args.body, "body")).to_wire())
+        else:
+            module.delete_schedule(queue, args.name)
+            info(f"deleted schedule {args.name!r}")
+    return EXIT_OK

@@ -250,7 +250,8 @@ def attempt_seconds(ctx: JobContext) -> float:
 def encode_body(body: Any) -> bytes | None:
     if body is None:
         return None
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    # Sorted keys: the same bytes whichever database stored the payload (jsonb reorders keys).
+    return json.dumps(body, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
 
 
 def request_headers(

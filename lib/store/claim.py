@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -97,7 +98,7 @@ _CLAIM_COLUMNS = (
 # keeps the client from comparing UUIDs in Python.
 _CLAIM_PG = sa.text(
     f"""
-    WITH due AS (
+    WITH due AS MATERIALIZED (
       SELECT id FROM sluice_jobs
       WHERE status = 'pending' AND run_at <= now()
       ORDER BY priority DESC, run_at, id
@@ -275,8 +276,36 @@ def set_progress(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, perce
     return bool(conn.execute(stmt).rowcount)
 
 
+def set_checkpoint(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, value: Any) -> bool:
+    """Keep a handler's marker in ``result`` while it runs (a retry keeps it; completion replaces
+    it), fenced like every write after a claim."""
+    result_json(value)  # refuses (ValueError/TypeError) what the column can't hold, before writing
+    stmt = sa.update(jobs).where(jobs.c.id == job_id, *_fence(token)).values(result=value)
+    return bool(conn.execute(stmt).rowcount)
+
+
+def get_checkpoint(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID) -> Any:
+    """The marker an earlier attempt stored (None if none), read under this attempt's claim."""
+    stmt = sa.select(jobs.c.result).where(jobs.c.id == job_id, jobs.c.claim_token == token)
+    return conn.execute(stmt).scalar()
+
+
+# \u0000 after an even run of backslashes (an odd run means the backslash itself was escaped).
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def result_json(value: Any) -> str | None:
     """A handler's return value as JSON text; raises TypeError/ValueError if it isn't JSON-able."""
     if value is None:
         return None
-    return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    # jsonb refuses U+0000 and lone surrogates: refused here, they fail this job alone instead of
+    # the whole batch's write (and SQLite, which would store them, behaves the same).
+    if "\\u0000" in text and _ESCAPED_NUL.search(text):
+        raise ValueError("it contains U+0000")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("it contains a lone surrogate") from None
+    return text
+

@@ -1,0 +1,222 @@
+"""The /api/jobs routes: enqueue, batch, read, list, cancel, retry, process (drain), status."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from flask import Blueprint, Response, current_app
+from pydantic import BaseModel
+
+from lib.errors import ValidationError
+from lib.models import (
+    JOB_STATUSES,
+    DrainSource,
+    DrainSummary,
+    Job,
+    JobBatch,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    QueueStatus,
+)
+
+from ._auth import require_admin, require_key
+from ._http import (
+    MAX_PAYLOAD_DEPTH,
+    ApiError,
+    check_json,
+    json_response,
+    query_choice,
+    query_int,
+    query_str,
+    read_json_object,
+    reserved_segments,
+    validate_body,
+)
+from ._openapi import ApiDoc, path_param, query_param
+from ._state import current_queue, current_settings
+
+bp = Blueprint("jobs", __name__)
+
+
+class JobList(BaseModel):
+    """``{"jobs": [job, ...]}``: what a batch enqueue answers."""
+
+    jobs: list[Job]
+
+
+def _dump(model: BaseModel) -> Any:
+    return model.model_dump(mode="json", by_alias=True)
+
+
+def _check_payload(spec: Any, loc: str) -> None:
+    """API.md: a payload nested deeper than 32 levels is 422 (checked before any model runs)."""
+    if isinstance(spec, dict) and "payload" in spec:
+        check_json(spec["payload"], MAX_PAYLOAD_DEPTH, loc)
+
+
+def _check_payloads(specs: Sequence[JobSpec]) -> None:
+    """Types and payloads one by one first, so a refusal names its job (jobs.3.payload.x)."""
+    registry = current_queue().registry
+    for index, spec in enumerate(specs):
+        try:
+            registry.get(spec.type).validate_payload(spec.payload)
+        except ValidationError as exc:
+            details = exc.details if isinstance(exc.details, list) else []
+            located = [{**item, "loc": f"jobs.{index}.{item.get('loc', '')}"} for item in details]
+            raise type(exc)(f"jobs.{index}: {exc.message}", located) from None
+
+
+@bp.post("/api/jobs")
+def enqueue() -> Response:
+    caller = require_key()
+    body = read_json_object()
+    _check_payload(body, "payload")
+    spec = validate_body(JobSpec, body)
+    made = current_queue().submit(spec, tenant=caller.tenant)
+    if not made.created:
+        return json_response(made.job.to_wire(), 200)
+    return json_response(made.job.to_wire(), 201, {"Location": f"/api/jobs/{made.job.id}"})
+
+
+@bp.post("/api/jobs/batch")
+def enqueue_batch() -> Response:
+    caller = require_key()
+    body = read_json_object()
+    jobs = body.get("jobs")
+    if isinstance(jobs, list):
+        for index, spec in enumerate(jobs):
+            _check_payload(spec, f"jobs.{index}.payload")
+    batch = validate_body(JobBatch, body)
+    _check_payloads(batch.jobs)
+    made = current_queue().submit_many(batch.jobs, tenant=caller.tenant)
+    return json_response({"jobs": [item.job.to_wire() for item in made]}, 201)
+
+
+@bp.get("/api/jobs")
+def list_jobs() -> Response:
+    caller = require_key()
+    status = cast(JobStatus | None, query_choice("status", JOB_STATUSES))
+    type_ = query_str("type")
+    tenant = query_str("tenantId")
+    limit = query_int("limit", 50, 1, 500)
+    cursor = query_str("cursor")
+    if caller.tenant is not None:
+        if tenant not in (None, caller.tenant):
+            raise ApiError(403, "forbidden", "a tenant key may only list its own tenant's jobs")
+        tenant = caller.tenant
+    page = current_queue().list(
+        status=status,
+        type=type_,
+        tenant=tenant,
+        limit=limit,
+        cursor=cursor,
+    )
+    return json_response(_dump(page))
+
+
+@bp.route("/api/jobs/process", methods=["GET", "POST"])
+def process() -> Response:
+    caller = require_admin(allow_cron=True)
+    max_jobs = query_int("maxJobs", 10, 1, 10_000)
+    budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
+    source: DrainSource = "cron" if caller.role == "cron" else "api"
+    summary = current_queue().drain(max_jobs=max_jobs, budget_ms=budget_ms, source=source)
+    return json_response(_dump(summary))
+
+
+@bp.get("/api/jobs/status")
+def status() -> Response:
+    caller = require_key()
+    return json_response(_dump(current_queue().status(tenant=caller.tenant)))
+
+
+@bp.get("/api/jobs/<id:job_id>")
+def get_job(job_id: str) -> Response:
+    caller = require_key()
+    return json_response(current_queue().get(job_id, tenant=caller.tenant).to_wire())
+
+
+@bp.post("/api/jobs/<id:job_id>/cancel")
+def cancel_job(job_id: str) -> Response:
+    caller = require_key()
+    return json_response(current_queue().cancel(job_id, tenant=caller.tenant).to_wire())
+
+
+@bp.post("/api/jobs/<id:job_id>/retry")
+def retry_job(job_id: str) -> Response:
+    caller = require_key()
+    return json_response(current_queue().retry(job_id, tenant=caller.tenant).to_wire())
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+
+
+def document(doc: ApiDoc) -> None:
+    # The id is opaque, but never a word that names a sibling route (/api/jobs/status is no job).
+    reserved = sorted(reserved_segments(current_app.url_map))
+    id_schema = {"type": "string", "minLength": 1, "pattern": "^[^/]+$", "not": {"enum": reserved}}
+    job_id = path_param("id", "the job's id (opaque; an id that isn't one is simply not found)", id_schema)
+    doc.operation(
+        "POST",
+        "/api/jobs",
+        summary="Enqueue one job",
+        auth="key",
+        body=JobSpec,
+        example={"type": "noop", "payload": {}, "priority": 5, "idempotencyKey": "order-42"},
+        ok={201: ("the new job", Job), 200: ("the job that already has this idempotencyKey", Job)},
+        description="A tenant key enqueues for its own tenant (another tenantId is 403).",
+    )
+    doc.operation(
+        "POST",
+        "/api/jobs/batch",
+        summary="Enqueue 1..1000 jobs, all or nothing",
+        auth="key",
+        body=JobBatch,
+        example={"jobs": [{"type": "noop"}, {"type": "noop", "delaySeconds": 60}]},
+        ok={201: ("the jobs, in the order given", JobList)},
+    )
+    doc.operation(
+        "GET",
+        "/api/jobs",
+        summary="List jobs, newest first",
+        auth="key",
+        parameters=(
+            query_param("status", {"type": "string", "enum": list(JOB_STATUSES)}, "only jobs in this state"),
+            query_param("type", {"type": "string"}, "only jobs of this type"),
+            query_param("tenantId", {"type": "string"}, "only this tenant's jobs"),
+            query_param(
+                "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
+            ),
+            query_param("cursor", {"type": "string"}, "nextCursor of the previous page"),
+        ),
+        ok={200: ("a page of jobs", JobPage)},
+    )
+    doc.operation(
+        "GET", "/api/jobs/{id}", summary="One job", auth="key", parameters=(job_id,),
+        ok={200: ("the job", Job)}, errors=(404,),
+    )  # fmt: skip
+    for verb, summary in (("cancel", "Cancel a pending job"), ("retry", "Retry a failed or cancelled job")):
+        doc.operation(
+            "POST", f"/api/jobs/{{id}}/{verb}", summary=summary, auth="key", parameters=(job_id,),
+            ok={200: ("the job afterwards", Job)}, errors=(404, 409),
+        )  # fmt: skip
+    drain_params = (
+        query_param("maxJobs", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 10}, "jobs"),
+        query_param(
+            "budgetMs",
+            {"type": "integer", "minimum": 100, "maximum": 800_000},
+            "default JOBS_DRAIN_BUDGET_MS",
+        ),
+    )
+    for method in ("GET", "POST"):
+        doc.operation(
+            method, "/api/jobs/process", summary="Drain: run due jobs within maxJobs and a time budget",
+            auth="admin_or_cron", parameters=drain_params, ok={200: ("what this drain did", DrainSummary)},
+        )  # fmt: skip
+    doc.operation(
+        "GET", "/api/jobs/status", summary="Queue overview", auth="key",
+        ok={200: ("counts, ready/scheduled, last drain, the next ready jobs", QueueStatus)},
+        description="A tenant key sees only its jobs, and lastDrain null.",
+    )  # fmt: skip

@@ -1,0 +1,80 @@
+"""Real servers for end-to-end tests: the Flask app on a free loopback port in a thread, free
+ports for subprocess servers, and a migrated SQLite file copied from the session's template."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from api.index import create_app
+from lib.config import Settings
+
+ADMIN_KEY = "admin-key-for-tests"
+TENANT_KEY = "acme-key-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def sqlite_copy(template: Path, directory: Path) -> str:
+    """A fresh migrated SQLite database (a copy of conftest's template)."""
+    path = directory / "sluice.db"
+    shutil.copy(template, path)
+    return f"sqlite:///{path}"
+
+
+def settings_for(url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "jobs_api_keys": ADMIN_KEY,
+        "jobs_tenant_keys": f"acme:{TENANT_KEY}",
+        "jobs_handler_modules": "tests.jobtypes",
+        "cron_secret": "",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextmanager
+def serve_app(settings: Settings) -> Iterator[str]:
+    """The app on 127.0.0.1:<free port> in a thread; yields its base URL."""
+    app = create_app(settings)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-server", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        app.extensions["sluice"].dispose()
+
+
+def wait_for_http(url: str, timeout: float = 20.0) -> None:
+    """Until ``url`` answers at all (any status), or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,0 +1,144 @@
+"""The production shape: ``gunicorn api.index:app`` with two workers on a fresh PostgreSQL database
+(migrated with ``python -m lib migrate``), driven over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from lib.db import make_engine
+from tests.conftest import create_pg_database, drop_pg_database
+from tests.e2e.appserver import free_port, wait_for_http
+
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "gunicorn-admin-key"
+
+
+def call(base: str, method: str, path: str, body: Any = None, key: str | None = KEY) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["x-api-key"] = key
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    url = create_pg_database(pg_server, "sluice_gunicorn")
+    yield url
+    drop_pg_database(pg_server, url)
+
+
+@pytest.fixture
+def gunicorn(pg_url: str) -> Iterator[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
+    env.update(DATABASE_URL=pg_url, JOBS_API_KEYS=KEY, JOBS_HANDLER_MODULES="tests.jobtypes")
+    migrate = subprocess.run(
+        [sys.executable, "-m", "lib", "migrate"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "gunicorn", "api.index:app", "-w", "2", "-b", f"127.0.0.1:{port}",
+            "--graceful-timeout", "5", "--timeout", "60",
+        ],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/api/health", timeout=30)
+        yield base
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+        assert server.returncode == 0, err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def _scalar(url: str, sql: str) -> Any:
+    engine = make_engine(url, "null")
+    with engine.connect() as conn:
+        value = conn.execute(sa.text(sql)).scalar_one()
+    engine.dispose()
+    return value
+
+
+@pytest.mark.slow
+@pytest.mark.pg
+def test_gunicorn_two_workers_on_postgresql(gunicorn: str, pg_url: str) -> None:
+    base = gunicorn
+    assert call(base, "GET", "/api/health", key=None) == (200, {"status": "ok"})
+    status, denied = call(base, "GET", "/api/jobs/status", key=None)
+    assert status == 401 and denied["error"]["code"] == "unauthorized"
+
+    status, greet = call(base, "POST", "/api/jobs", {"type": "test.greet", "payload": {"name": "pg"}})
+    assert status == 201
+    status, batch = call(
+        base,
+        "POST",
+        "/api/jobs/batch",
+        {"jobs": [{"type": "noop"}, {"type": "noop"}, {"type": "test.permanent"}]},
+    )
+    assert status == 201 and len(batch["jobs"]) == 3
+
+    status, summary = call(base, "POST", "/api/jobs/process?maxJobs=10")
+    assert status == 200
+    assert summary == summary | {
+        "processed": 4,
+        "succeeded": 3,
+        "failed": 1,
+        "remaining": 0,
+        "stoppedBy": "empty",
+    }
+    status, job = call(base, "GET", f"/api/jobs/{greet['id']}")
+    assert (status, job["status"], job["result"]["greeting"]) == (200, "completed", "hello pg")
+    status, overview = call(base, "GET", "/api/jobs/status")
+    assert overview["counts"] == {"pending": 0, "processing": 0, "completed": 3, "failed": 1, "cancelled": 0}
+    assert overview["lastDrain"]["source"] == "api"
+
+    # Two workers draining at once split the work and never run an attempt twice.
+    status, _ = call(base, "POST", "/api/jobs/batch", {"jobs": [{"type": "noop"}] * 40})
+    assert status == 201
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: call(base, "POST", "/api/jobs/process?maxJobs=15"), range(4)))
+    assert all(code == 200 for code, _ in results)
+    assert sum(s["processed"] for _, s in results) == 40
+    assert _scalar(pg_url, "SELECT count(*) FROM sluice_jobs WHERE status = 'completed'") == 43
+    assert _scalar(pg_url, "SELECT max(attempts) FROM sluice_jobs") == 1
+    assert _scalar(pg_url, "SELECT count(*) FROM sluice_drains") == 5
+
+    status, text = call(base, "GET", "/api/jobs/metrics")
+    assert status == 200 and 'sluice_jobs{status="completed"} 43.0' in text
+    status, page = call(base, "GET", "/", key=None)
+    assert status == 200 and "<title>Sluice dashboard</title>" in page
