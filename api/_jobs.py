@@ -58,10 +58,10 @@ def _check_payload(spec: Any, loc: str) -> None:
 
 def _check_payloads(specs: Sequence[JobSpec]) -> None:
     """Types and payloads one by one first, so a refusal names its job (jobs.3.payload.x)."""
-    registry = current_queue().registry
+    queue = current_queue()
     for index, spec in enumerate(specs):
         try:
-            registry.get(spec.type).validate_payload(spec.payload)
+            queue.registry.get(spec.type).validate_payload(spec.payload, queue.settings)
         except ValidationError as exc:
             details = exc.details if isinstance(exc.details, list) else []
             located = [{**item, "loc": f"jobs.{index}.{item.get('loc', '')}"} for item in details]

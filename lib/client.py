@@ -36,6 +36,7 @@ from .errors import (
     Unavailable,
     UnknownJobType,
     ValidationError,
+    invalid,
 )
 from .models import FINISHED_STATUSES, DrainSummary, Job, JobPage, JobSpec, JobStatus, QueueStatus
 
@@ -239,11 +240,7 @@ def _wire_spec(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
         try:
             spec = JobSpec.model_validate(dict(spec))
         except pydantic.ValidationError as exc:
-            details = [
-                {"loc": ".".join(str(p) for p in err["loc"]) or "body", "msg": err["msg"]}
-                for err in exc.errors(include_url=False)
-            ]
-            raise ValidationError("the job is not valid", details) from None
+            raise invalid(exc, "the job is not valid") from None
     if spec.idempotency_key is None:
         spec = spec.model_copy(update={"idempotency_key": str(uuid.uuid4())})
     body: dict[str, Any] = spec.model_dump(mode="json", by_alias=True, exclude_none=True)

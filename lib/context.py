@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from .config import Settings, get_settings
+
 
 @dataclass(frozen=True, slots=True)
 class JobContext:
@@ -23,6 +25,12 @@ class JobContext:
     _uuid: UUID
     # (write, read) of a marker kept on the job across attempts; None outside a drain.
     _checkpoints: tuple[Callable[[UUID, Any], bool], Callable[[UUID], Any]] | None = None
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings of the queue running this job (the process's, outside a drain)."""
+        return self._settings or get_settings()
 
     def time_left(self) -> float:
         """Seconds until this attempt times out."""

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import pydantic
 import sqlalchemy as sa
 
+from .config import Settings
 from .context import JobContext
 from .errors import PermanentError, RetryLater
 from .logs import log_event, logger
@@ -67,6 +68,7 @@ class Executor:
     checkpoints: Checkpoints | None = None
     # Records the outcome of a job that finished after its drain had to answer (budget overrun).
     record_late: Callable[[Outcome], None] | None = None
+    settings: Settings | None = None
 
     def __post_init__(self) -> None:
         # Decided once per batch: with INFO off, a job pays for no log fields at all.
@@ -142,6 +144,7 @@ class Executor:
             lambda job_id, percent: report(token, job_id, percent),
             job.id,
             self._checkpointer(),
+            self.settings,
         )
 
     def _checkpointer(self) -> tuple[Callable[[uuid.UUID, Any], bool], Callable[[uuid.UUID], Any]] | None:
@@ -254,6 +257,8 @@ class Drainer:
     before_claim: Callable[[sa.Connection], None] | None = None
     # Makes each claimed batch's rate-limit gate (lib/ratelimit.py), given the claim token.
     make_gate: Callable[[uuid.UUID], Gate] | None = None
+    # The queue's settings, handed to every handler as ctx.settings.
+    settings: Settings | None = None
 
     def run(self, max_jobs: int, budget_ms: int, source: DrainSource = "api") -> DrainSummary:
         budget = Budget(budget_ms / 1000)
@@ -284,7 +289,13 @@ class Drainer:
                 gate = self.make_gate(token) if self.make_gate is not None else None
                 checkpoints = (self._set_checkpoint, self._get_checkpoint)
                 executor = Executor(
-                    self.registry, token, self._progress, gate, checkpoints, self._late_recorder(token)
+                    self.registry,
+                    token,
+                    self._progress,
+                    gate,
+                    checkpoints,
+                    self._late_recorder(token),
+                    self.settings,
                 )
                 outcomes, unstarted = run_batch(batch, executor, budget)
                 with conn.begin():

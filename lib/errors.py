@@ -6,7 +6,10 @@ status codes, so the queue itself never knows about HTTP.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pydantic
 
 
 class SluiceError(Exception):
@@ -28,6 +31,15 @@ class ValidationError(SluiceError):
     """Input that breaks the contract; ``details`` lists ``{"loc", "msg"}`` items."""
 
     code = "validation_error"
+
+
+def invalid(exc: pydantic.ValidationError, message: str) -> ValidationError:
+    """A pydantic failure as our ValidationError, details ``[{"loc": "a.b", "msg"}]``."""
+    details = [
+        {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"]}
+        for err in exc.errors(include_url=False)
+    ]
+    return ValidationError(message, details)
 
 
 class UnknownJobType(ValidationError):

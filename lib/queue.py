@@ -14,6 +14,7 @@ from .config import Settings, get_settings
 from .db import engine_from_settings
 from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
+from .jsontext import storable_json
 from .models import DrainSource, DrainSummary, Enqueued, Job, JobPage, JobSpec, JobStatus, QueueStatus
 from .ratelimit import enforce_tenant_quota
 from .registry import Registry
@@ -62,7 +63,11 @@ class Queue:
         self.settings = settings or get_settings()
         self.registry = (registry or default_registry).load(self.settings.handler_modules)
         self.drainer = Drainer(
-            engine, self.registry, self.settings.jobs_lease_grace_seconds, self.settings.jobs_batch_size
+            engine,
+            self.registry,
+            self.settings.jobs_lease_grace_seconds,
+            self.settings.jobs_batch_size,
+            settings=self.settings,
         )
         # Drains enqueue due schedules, digest dead letters and gate rate-limited types.
         from . import alerts, ratelimit, schedules
@@ -106,12 +111,17 @@ class Queue:
         if tenant is not None and spec.tenant_id not in (None, tenant):
             raise Forbidden("a tenant key may only enqueue for its own tenant")
         job_type = self.registry.get(spec.type)
-        payload = job_type.validate_payload(spec.payload)
+        payload = job_type.validate_payload(spec.payload, self.settings)
+        try:
+            payload_json = storable_json(payload)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
         backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
         return NewJob(
             id=new_id(),
             type=spec.type,
             payload=payload,
+            payload_json=payload_json,
             priority=spec.priority,
             max_attempts=spec.max_attempts or job_type.max_attempts,
             timeout_seconds=spec.timeout_seconds or job_type.timeout_seconds,

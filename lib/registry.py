@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pydantic
 
+from .config import Settings, get_settings
 from .errors import DuplicateJobType, UnknownJobType, ValidationError
 from .ratelimit import Rate, parse_key, parse_rate
 from .retry import DEFAULT_BACKOFF, Backoff
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from .context import JobContext
 
 Handler = Callable[..., Any]
+Check = Callable[[dict[str, Any], Settings], None]
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_SECONDS = 60
@@ -40,13 +42,16 @@ class JobType:
     backoff: Backoff = DEFAULT_BACKOFF
     # Handlers may take (payload) or (payload, ctx); decided once, not per job.
     wants_context: bool = True
-    # Called at enqueue with the validated payload, for checks a model can't express (e.g. SSRF).
-    check: Callable[[dict[str, Any]], None] | None = None
+    # Called at enqueue with the validated payload and the queue's settings, for checks a model
+    # can't express (e.g. SSRF).
+    check: Check | None = None
     # Runs per window, per value of the payload path rate_key (None: the whole type); lib/ratelimit.py.
     rate_limit: Rate | None = None
     rate_key: tuple[str, ...] | None = None
 
-    def validate_payload(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def validate_payload(
+        self, payload: dict[str, Any], settings: Settings | None = None
+    ) -> dict[str, Any]:
         """The payload as it will be stored, or ValidationError naming the bad fields."""
         if self.payload_model is not None:
             try:
@@ -57,7 +62,7 @@ class JobType:
                 ) from None
             payload = model.model_dump(mode="json")
         if self.check is not None:
-            self.check(payload)
+            self.check(payload, settings or get_settings())
         return payload
 
     def run(self, payload: Any, ctx: JobContext | None) -> Any:
@@ -99,7 +104,7 @@ class Registry:
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         timeout: int = DEFAULT_TIMEOUT_SECONDS,
         backoff: Backoff = DEFAULT_BACKOFF,
-        check: Callable[[dict[str, Any]], None] | None = None,
+        check: Check | None = None,
         rate_limit: str | Rate | None = None,
         rate_key: str | None = None,
     ) -> Callable[[Handler], Handler]:

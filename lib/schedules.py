@@ -276,7 +276,7 @@ def check_name(name: str) -> str:
 
 def _values(queue: Queue, spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
     """The columns a save writes; the payload as the type's model stores it."""
-    payload = queue.registry.get(spec.type).validate_payload(spec.payload)
+    payload = queue.registry.get(spec.type).validate_payload(spec.payload, queue.settings)
     try:
         following = Slots.of(spec.cron, spec.timezone).next_after(now) if spec.enabled else None
     except ValueError as exc:  # croniter finds no date within its search horizon

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from .. import logs
 from ..config import Settings, get_settings
-from ..errors import Unavailable, ValidationError
+from ..errors import Unavailable, ValidationError, invalid
 from ..models import DrainSummary, JobSpec, StopReason
 from ..queue import Queue
 from .output import EXIT_OK, EXIT_USAGE, Progress, emit, error, info
@@ -45,14 +45,6 @@ def open_queue() -> Iterator[Queue]:
         yield queue
     finally:
         queue.engine.dispose()
-
-
-def as_validation_error(exc: pydantic.ValidationError, message: str) -> ValidationError:
-    details = [
-        {"loc": ".".join(str(part) for part in err["loc"]) or "body", "msg": err["msg"]}
-        for err in exc.errors(include_url=False)
-    ]
-    return ValidationError(message, details)
 
 
 # -- migrate ---------------------------------------------------------------------------------------
@@ -240,7 +232,7 @@ def enqueue(args: argparse.Namespace) -> int:
     try:
         spec = JobSpec.model_validate(body)
     except pydantic.ValidationError as exc:
-        raise as_validation_error(exc, "the job is not valid") from None
+        raise invalid(exc, "the job is not valid") from None
     with open_queue() as queue:
         result = queue.submit(spec)
     if not result.created:
@@ -265,7 +257,7 @@ def cleanup(args: argparse.Namespace) -> int:
     try:
         request = retention.CleanupRequest.model_validate({k: v for k, v in body.items() if v is not None})
     except pydantic.ValidationError as exc:
-        raise as_validation_error(exc, "the cleanup options are not valid") from None
+        raise invalid(exc, "the cleanup options are not valid") from None
     with open_queue() as queue:
         result = retention.cleanup(
             queue,

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from ..alerts import ALERT_TYPE, MAX_ITEMS, post_webhook, render
-from ..config import get_settings
 from ..context import JobContext
 from ..registry import job
 from ..retry import Backoff
@@ -37,7 +36,7 @@ class Digest(_Wire):
 
 @job(ALERT_TYPE, payload=Digest, max_attempts=5, timeout=30, backoff=Backoff("exponential", 30, 3600))
 def deliver(payload: Digest, ctx: JobContext) -> dict[str, Any]:
-    settings = get_settings()
+    settings = ctx.settings
     done: dict[str, Any] = dict(ctx.saved_checkpoint() or {})
     text = render(payload.count, payload.items)
     if settings.jobs_alert_webhook_url and not done.get("webhook"):

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from pydantic.alias_generators import to_camel
 
 from .. import aws
-from ..config import get_settings
+from ..config import Settings, get_settings
 from ..context import JobContext
 from ..errors import PermanentError, RetryLater, ValidationError
 from ..logs import log_event
@@ -89,8 +89,8 @@ class Email(BaseModel):
         return self
 
 
-def _check_sender(payload: dict[str, Any]) -> None:
-    if not payload.get("from") and not get_settings().jobs_email_from:
+def _check_sender(payload: dict[str, Any], settings: Settings) -> None:
+    if not payload.get("from") and not settings.jobs_email_from:
         raise ValidationError(
             "the e-mail has no sender",
             [{"loc": "payload.from", "msg": "required when JOBS_EMAIL_FROM is not set"}],
@@ -151,7 +151,7 @@ def send_email(payload: Email, ctx: JobContext) -> dict[str, str]:
         # An earlier attempt was accepted by SES and then failed later (or its outcome was lost).
         log_event("email.already_sent", jobId=ctx.job_id, attempt=ctx.attempt)
         return {"messageId": earlier["messageId"]}
-    sender = payload.sender or get_settings().jobs_email_from
+    sender = payload.sender or ctx.settings.jobs_email_from
     if not sender:
         raise PermanentError("the e-mail has no sender: give 'from' or set JOBS_EMAIL_FROM")
     message_id = send(

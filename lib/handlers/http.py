@@ -21,7 +21,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .. import ssrf
-from ..config import get_settings
+from ..config import Settings
 from ..context import JobContext
 from ..errors import PermanentError, SluiceError, ValidationError
 from ..registry import job
@@ -212,10 +212,10 @@ def verify_signature(
 # -- enqueue check ---------------------------------------------------------------------------
 
 
-def check_payload(payload: dict[str, Any]) -> None:
+def check_payload(payload: dict[str, Any], settings: Settings) -> None:
     """At enqueue: an IP-literal URL in a refused range is a 422 (names are checked at run time)."""
     target = parse_target(str(payload["url"]))
-    reason = ssrf.literal_refusal(target.host, target.port, get_settings().http_allow_hosts)
+    reason = ssrf.literal_refusal(target.host, target.port, settings.http_allow_hosts)
     if reason is not None:
         raise ValidationError(
             "payload is not valid for job type 'http'", [{"loc": "payload.url", "msg": reason}]
@@ -397,7 +397,7 @@ def outcome(target: Target, response: Response) -> dict[str, Any]:
 )
 def deliver(payload: HttpPayload, ctx: JobContext) -> dict[str, Any]:
     """Deliver one webhook; the result is ``{"status": code, "body": first 1000 characters}``."""
-    settings = get_settings()
+    settings = ctx.settings
     target = parse_target(payload.url)
     started = time.monotonic()
     deadline = started + attempt_seconds(ctx)

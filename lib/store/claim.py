@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
+from ..jsontext import storable_json
 from ..retry import Backoff, Strategy
 from ..schema import JSONDoc, jobs
 from .clock import now, now_plus
@@ -291,21 +291,7 @@ def get_checkpoint(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID) -> 
 
 
 # \u0000 after an even run of backslashes (an odd run means the backslash itself was escaped).
-_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-
-
 def result_json(value: Any) -> str | None:
-    """A handler's return value as JSON text; raises TypeError/ValueError if it isn't JSON-able."""
-    if value is None:
-        return None
-    text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    # jsonb refuses U+0000 and lone surrogates: refused here, they fail this job alone instead of
-    # the whole batch's write (and SQLite, which would store them, behaves the same).
-    if "\\u0000" in text and _ESCAPED_NUL.search(text):
-        raise ValueError("it contains U+0000")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("it contains a lone surrogate") from None
-    return text
+    """A handler's return value as JSON text; raises TypeError/ValueError if it isn't storable."""
+    return None if value is None else storable_json(value)
 

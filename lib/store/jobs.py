@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import uuid
@@ -43,6 +42,7 @@ class NewJob:
     id: uuid.UUID
     type: str
     payload: dict[str, Any]
+    payload_json: str  # the same, as the text PostgreSQL receives
     priority: int
     max_attempts: int
     timeout_seconds: int
@@ -100,11 +100,10 @@ _INSERT_PG = sa.text(
 
 
 def _array_params(new: Sequence[NewJob]) -> dict[str, list[Any]]:
-    dumps = json.dumps
     return {
         "ids": [j.id for j in new],
         "types": [j.type for j in new],
-        "payloads": [dumps(j.payload, separators=(",", ":")) for j in new],
+        "payloads": [j.payload_json for j in new],
         "priorities": [j.priority for j in new],
         "max_attempts": [j.max_attempts for j in new],
         "timeouts": [j.timeout_seconds for j in new],

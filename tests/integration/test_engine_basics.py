@@ -125,3 +125,11 @@ def test_unserialisable_result_fails(queue: Queue) -> None:
     job = queue.enqueue("test.unserialisable", {})
     assert queue.drain().failed == 1
     assert "JSON" in (queue.get(job.id).last_error or "")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "nul\x00here", "lone \ud800"])
+def test_unstorable_payload_is_a_validation_error_not_a_database_error(queue: Queue, bad: object) -> None:
+    with pytest.raises(ValidationError) as err:
+        queue.enqueue("noop", {"x": bad})
+    assert err.value.details[0]["loc"] == "payload"
+    assert count(queue) == 0

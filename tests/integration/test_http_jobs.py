@@ -125,18 +125,17 @@ Configure = Callable[..., None]
 
 
 @pytest.fixture
-def http_env() -> Iterator[Configure]:
-    """Set the allow list and signing secret for the handler, which reads the process settings."""
-    mp = pytest.MonkeyPatch()
+def http_env(queue: Queue) -> Iterator[Configure]:
+    """Set the allow list and signing secret on the queue's settings (handlers get them as
+    ctx.settings, enqueue checks as their second argument)."""
 
     def configure(allow: str = "", secret: str = "") -> None:
-        mp.setenv("JOBS_HTTP_ALLOW_HOSTS", allow)
-        mp.setenv("JOBS_HTTP_SIGNING_SECRET", secret)
-        get_settings.cache_clear()
+        update = {"jobs_http_allow_hosts": allow, "jobs_http_signing_secret": secret}
+        queue.settings = queue.settings.model_copy(update=update)
+        queue.drainer.settings = queue.settings
 
     configure()
     yield configure
-    mp.undo()
     get_settings.cache_clear()
 
 

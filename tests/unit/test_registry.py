@@ -117,7 +117,7 @@ def test_check_runs_after_the_model_and_can_refuse() -> None:
     reg = Registry()
     checked: list[dict[str, Any]] = []
 
-    def check(payload: dict[str, Any]) -> None:
+    def check(payload: dict[str, Any], settings: object) -> None:
         checked.append(payload)
         if payload["name"] == "root":
             raise ValidationError("no", [{"loc": "payload.name", "msg": "reserved"}])

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from lib import PermanentError, ValidationError, registry, ssrf
-from lib.config import get_settings
+from lib.config import Settings, get_settings
 from lib.handlers.http import HttpPayload, check_payload, parse_target
 
 registry.load()
@@ -228,7 +228,7 @@ def test_any_json_body_and_idn_hosts_are_accepted() -> None:
 )
 def test_check_refuses_ip_literals(url: str) -> None:
     with pytest.raises(ValidationError) as err:
-        check_payload({"url": url})
+        check_payload({"url": url}, Settings())
     assert err.value.details[0]["loc"] == "payload.url"
     assert err.value.details[0]["msg"].startswith("refused: ")
     assert "JOBS_HTTP_ALLOW_HOSTS" in err.value.details[0]["msg"]
@@ -236,4 +236,4 @@ def test_check_refuses_ip_literals(url: str) -> None:
 
 def test_check_lets_names_and_public_literals_through() -> None:
     for url in ("http://localhost/", "https://example.com/", "http://8.8.8.8/", "http://[2606:4700::1]/"):
-        check_payload({"url": url})
+        check_payload({"url": url}, Settings())
