@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from flask import Blueprint, Response, current_app
+from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
 from lib.errors import ValidationError
+from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
 from lib.models import (
     JOB_STATUSES,
     DrainSource,
@@ -121,9 +123,37 @@ def process() -> Response:
     caller = require_admin(allow_cron=True)
     max_jobs = query_int("maxJobs", 10, 1, 10_000)
     budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
+    fan_out = query_int("fanOut", 1, 1, MAX_FANOUT)
     source: DrainSource = "cron" if caller.role == "cron" else "api"
-    summary = current_queue().drain(max_jobs=max_jobs, budget_ms=budget_ms, source=source)
+    queue = current_queue()
+    started = time.monotonic()
+    helpers = _start_fan_out(queue.backlog, fan_out, max_jobs, budget_ms)
+    summary = queue.drain(max_jobs=max_jobs, budget_ms=budget_ms, source=source)
+    if helpers is not None:
+        summary = merge(summary, helpers.wait().results, round((time.monotonic() - started) * 1000))
     return json_response(_dump(summary))
+
+
+def _start_fan_out(
+    backlog: Callable[[], int], fan_out: int, max_jobs: int, budget_ms: int
+) -> FanOut | None:
+    """Extra drains of this endpoint when the backlog is bigger than one drain; one level only
+    (the extra calls carry FANOUT_HEADER) and with the caller's own credential."""
+    if fan_out <= 1 or request.headers.get(FANOUT_HEADER):
+        return None
+    calls = extra_calls(fan_out, backlog(), max_jobs)
+    if not calls:
+        return None
+    base = (current_settings().jobs_public_url or _own_base_url()).rstrip("/")
+    url = f"{base}/api/jobs/process?maxJobs={max_jobs}&budgetMs={budget_ms}"
+    credential = {k: v for k, v in request.headers.items() if k.lower() in ("x-api-key", "authorization")}
+    return FanOut(url, credential, timeout=budget_ms / 1000 + 15).start(calls)
+
+
+def _own_base_url() -> str:
+    # Behind Vercel's proxy the app sees http; the forwarded scheme is the one callers used.
+    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{scheme}://{request.host}"
 
 
 @bp.get("/api/jobs/status")
@@ -208,6 +238,12 @@ def document(doc: ApiDoc) -> None:
             "budgetMs",
             {"type": "integer", "minimum": 100, "maximum": 800_000},
             "default JOBS_DRAIN_BUDGET_MS",
+        ),
+        query_param(
+            "fanOut",
+            {"type": "integer", "minimum": 1, "maximum": MAX_FANOUT, "default": 1},
+            "when the backlog exceeds maxJobs, run up to this many drains at once by calling this "
+            "endpoint fanOut-1 more times with the same credential (one level deep); counts add up",
         ),
     )
     for method in ("GET", "POST"):

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     jobs_cleanup_failed_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_cleanup_cancelled_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where fan-out drains call this app (e.g. https://app.example.com); default: the request's host.
+    jobs_public_url: str = ""
     # Retention archive (lib/retention.py): rows are written to S3 before they are deleted.
     jobs_archive_s3_bucket: str = ""
     jobs_archive_s3_prefix: str = "sluice/archive"

@@ -138,7 +138,15 @@ def test_rewrites_are_well_formed_and_reach_the_app(config: dict[str, Any]) -> N
         assert rule["source"].startswith("/") and rule["destination"].startswith("/")
         re.compile(rule["source"])
         assert function_file(rule["destination"]).is_file(), rule["destination"]
-    paths = ("/", "/dashboard", "/dashboard/app.js", "/api/jobs", "/api/jobs/process", "/api/health", "/api/x/")
+    paths = (
+        "/",
+        "/dashboard",
+        "/dashboard/app.js",
+        "/api/jobs",
+        "/api/jobs/process",
+        "/api/health",
+        "/api/x/",
+    )
     for path in (*paths, "/api/jobs/abc/cancel"):
         assert rewrite_destination(config, path) == "/api/index", path
 
