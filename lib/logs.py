@@ -13,7 +13,17 @@ logger = logging.getLogger("sluice")
 def log_event(event: str, **fields: Any) -> None:
     """An INFO line. Checked first, so a drain of 20k jobs pays nothing when INFO is off."""
     if logger.isEnabledFor(logging.INFO):
-        logger.info(json.dumps({"event": event, **fields}, default=str, separators=(",", ":")))
+        logger.info(event_line(event, **fields))
+
+
+def event_line(event: str, **fields: Any) -> str:
+    return json.dumps({"event": event, **fields}, default=str, separators=(",", ":"))
+
+
+def log_lines(lines: list[str]) -> None:
+    """Many event lines in one logging call: still one JSON object per line of output."""
+    if lines and logger.isEnabledFor(logging.INFO):
+        logger.info("\n".join(lines))
 
 
 def configure(level: str = "INFO") -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -107,6 +109,26 @@ def queue(db_url: str) -> Iterator[Queue]:
     q = make_queue(db_url)
     yield q
     q.engine.dispose()
+
+
+def drain_together(queues: list[Queue], timeout: float = 100, **drain_options: Any) -> None:
+    """Start one drain per queue at the same instant (a barrier), in threads; re-raise any error."""
+    barrier = threading.Barrier(len(queues))
+    errors: list[BaseException] = []
+
+    def drain(q: Queue) -> None:
+        try:
+            barrier.wait()
+            q.drain(**drain_options)
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain, args=(q,)) for q in queues]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout)
+    assert errors == []
 
 
 def count(queue: Queue, where: str = "1=1", **params: object) -> int:

@@ -94,23 +94,24 @@ _CLAIM_COLUMNS = (
     "backoff_max, tenant_id, correlation_id"
 )
 
-# SKIP LOCKED lets overlapping drains take disjoint batches. Sorting the claimed rows on the server
-# keeps the client from comparing UUIDs in Python.
+# SKIP LOCKED lets overlapping drains take disjoint batches. ARRAY(subquery) runs the locking
+# subquery exactly once (an IN or a join may rescan it and lock more rows than LIMIT); sorting the
+# claimed rows on the server keeps the client from comparing UUIDs.
 _CLAIM_PG = sa.text(
     f"""
-    WITH due AS MATERIALIZED (
-      SELECT id FROM sluice_jobs
-      WHERE status = 'pending' AND run_at <= now()
-      ORDER BY priority DESC, run_at, id
-      LIMIT :limit
-      FOR UPDATE SKIP LOCKED
-    ), claimed AS (
-      UPDATE sluice_jobs AS j SET
-        status = 'processing', attempts = j.attempts + 1, started_at = now(), finished_at = NULL,
-        lease_expires_at = now() + make_interval(secs => j.timeout_seconds + :grace),
+    WITH claimed AS (
+      UPDATE sluice_jobs SET
+        status = 'processing', attempts = attempts + 1, started_at = now(), finished_at = NULL,
+        lease_expires_at = now() + make_interval(secs => timeout_seconds + :grace),
         claim_token = :token
-      FROM due WHERE j.id = due.id
-      RETURNING j.*
+      WHERE id = ANY(ARRAY(
+        SELECT id FROM sluice_jobs
+        WHERE status = 'pending' AND run_at <= now()
+        ORDER BY priority DESC, run_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+      ))
+      RETURNING {_CLAIM_COLUMNS}, priority, run_at
     )
     SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
     """

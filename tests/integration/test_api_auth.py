@@ -13,7 +13,8 @@ from api._state import app_state
 from api.index import create_app
 from lib import Queue
 from tests.conftest import count
-from tests.integration.test_api_endpoints import ADMIN, api_settings, enqueue, error_of
+from tests.integration.conftest import api_settings
+from tests.integration.test_api_endpoints import ADMIN, enqueue, error_of
 
 ACME = {"x-api-key": "ta"}
 GLOBEX = {"Authorization": "Bearer tg"}

@@ -4,7 +4,6 @@ exact JSON bodies, trailing slashes, no redirects, Cache-Control, and the OpenAP
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,8 +14,8 @@ from flask.testing import FlaskClient
 from api._state import app_state
 from api.index import create_app
 from lib import Queue
-from lib.config import Settings
 from tests.conftest import count
+from tests.integration.conftest import api_settings
 
 ADMIN = {"x-api-key": "k1"}
 JOB_KEYS = [
@@ -29,27 +28,6 @@ STATUS_KEYS = ["counts", "ready", "scheduled", "oldestReadyAgeSeconds", "byType"
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
-def api_settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "jobs_api_keys": "k1,k2",
-        "jobs_tenant_keys": "acme:ta,globex:tg",
-        "cron_secret": "cs",
-        "jobs_handler_modules": "tests.jobtypes",
-    }
-    return Settings(**{**values, **overrides})
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[Flask]:
-    app = create_app(api_settings(db_url))
-    yield app
-    app_state(app).dispose()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def enqueue(client: FlaskClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:

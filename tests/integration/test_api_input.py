@@ -5,30 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from api._state import app_state
-from api.index import create_app
 from lib import Queue
 from tests.conftest import count
-from tests.integration.test_api_endpoints import ADMIN, api_settings, error_of
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[Flask]:
-    app = create_app(api_settings(db_url))
-    yield app
-    app_state(app).dispose()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+from tests.integration.test_api_endpoints import ADMIN, error_of
 
 
 def nested(levels: int) -> dict[str, Any]:

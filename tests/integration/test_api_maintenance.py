@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
 from flask.testing import FlaskClient
 
 from api._state import app_state
 from api.index import create_app
-from lib.config import Settings
 from lib.schema import jobs
 from lib.store.clock import now_plus
 from tests.conftest import count
+from tests.integration.conftest import api_settings
 
 ADMIN = {"x-api-key": "k1"}
 TENANT = {"x-api-key": "ta"}
@@ -26,27 +24,6 @@ SCHEDULE_KEYS = {
 }  # fmt: skip
 
 
-def settings(db_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "jobs_api_keys": "k1",
-        "jobs_tenant_keys": "acme:ta",
-        "cron_secret": "cs",
-        "jobs_handler_modules": "tests.jobtypes",
-    }
-    return Settings(**{**values, **overrides})
-
-
-@pytest.fixture
-def app(db_url: str) -> Iterator[Flask]:
-    app = create_app(settings(db_url))
-    yield app
-    app_state(app).dispose()
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def error(response: Any) -> dict[str, Any]:
@@ -202,7 +179,7 @@ def test_erase_route(client: FlaskClient) -> None:
 
 
 def test_tenant_quota_is_429_with_retry_after(db_url: str) -> None:
-    app = create_app(settings(db_url, jobs_tenant_enqueue_limit="2/hour"))
+    app = create_app(api_settings(db_url, jobs_tenant_enqueue_limit="2/hour"))
     try:
         client = app.test_client()
         for _ in range(2):

@@ -3,7 +3,6 @@ and the per-tenant enqueue quota."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -14,7 +13,7 @@ from lib import Job, JobContext, JobSpec, Queue, aws, job
 from lib.config import get_settings
 from lib.errors import RateLimited
 from lib.ratelimit import Rate, parse_key, parse_rate, parse_rates
-from tests.conftest import count, make_queue
+from tests.conftest import count, drain_together, make_queue
 
 
 @job("test.rate.limited", rate_limit="3/hour", rate_key="payload.user")
@@ -88,22 +87,7 @@ def test_limit_holds_under_overlapping_drains(db_url: str) -> None:
     try:
         enqueue(queues[0], 12, user="u1", sleep=0.05)
         enqueue(queues[0], 4, user="u2", sleep=0.05)
-        barrier = threading.Barrier(len(queues))
-        errors: list[BaseException] = []
-
-        def drain(q: Queue) -> None:
-            try:
-                barrier.wait()
-                q.drain(max_jobs=50)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=drain, args=(q,)) for q in queues]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(100)
-        assert errors == []
+        drain_together(queues, timeout=100, max_jobs=50)
         q = queues[0]
         assert count(q, "status = 'completed'") == 6
         users = sorted(job.payload["user"] for job in jobs_where(q, "status = 'completed'"))

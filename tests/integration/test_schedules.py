@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -13,7 +12,7 @@ from lib import NotFound, Queue, UnknownJobType, ValidationError
 from lib import schedules as sched
 from lib.errors import Conflict
 from lib.schedules import enqueue_due, put_schedule
-from tests.conftest import count, make_queue
+from tests.conftest import count, drain_together, make_queue
 
 
 def at(text: str) -> datetime:
@@ -217,22 +216,7 @@ def test_concurrent_drains_at_a_slot_boundary_make_one_job(db_url: str) -> None:
             hook = q.drainer.before_claim
             assert isinstance(hook, sched.DueHook)
             hook.clock = lambda: boundary + timedelta(milliseconds=1)
-        barrier = threading.Barrier(len(queues))
-        errors: list[BaseException] = []
-
-        def drain(q: Queue) -> None:
-            try:
-                barrier.wait()
-                q.drain(max_jobs=0)
-            except BaseException as exc:  # surfaced below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=drain, args=(q,)) for q in queues]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join(60)
-        assert errors == []
+        drain_together(queues, timeout=60, max_jobs=0)
         assert count(queues[0]) == 1
         assert run_ats(queues[0]) == ["2026-05-01T02:00:00Z"]
         assert sched.get_schedule(queues[0], "tick").next_run_at == at("2026-05-01T03:00:00Z")
