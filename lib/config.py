@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,8 @@ def split_csv(value: str | None) -> tuple[str, ...]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True)
+    # hide_input_in_errors: a refused setting's error must not print the secrets it holds.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     database_url: str = DEFAULT_SQLITE_URL
     jobs_api_keys: str = ""
@@ -27,6 +29,8 @@ class Settings(BaseSettings):
     cron_secret: str = ""
     jobs_http_allow_hosts: str = ""
     jobs_http_signing_secret: str = ""
+    # Fernet keys, newest first: the first encrypts sensitive payload fields, all decrypt (lib/crypto.py).
+    jobs_encryption_keys: str = ""
     jobs_lease_grace_seconds: int = Field(30, ge=0, le=86_400)
     jobs_max_body_bytes: int = Field(262_144, ge=1_024, le=64 * 1024 * 1024)
     jobs_drain_budget_ms: int = Field(25_000, ge=100, le=800_000)
@@ -76,6 +80,19 @@ class Settings(BaseSettings):
             tenant, sep, key = pair.partition(":")
             if not sep or not tenant.strip() or not key.strip():
                 raise ValueError("JOBS_TENANT_KEYS must be comma-separated tenant:key pairs")
+        return value
+
+    @field_validator("jobs_encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: str) -> str:
+        # Checked without importing cryptography (cold start): 32 bytes, URL-safe base64.
+        for key in split_csv(value):
+            try:
+                raw = base64.urlsafe_b64decode(key.encode("ascii"))
+            except (ValueError, UnicodeEncodeError):
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError("JOBS_ENCRYPTION_KEYS must be comma-separated Fernet keys (newest first)")
         return value
 
     @field_validator("jobs_rate_limits", "jobs_tenant_enqueue_limit")
@@ -145,6 +162,10 @@ class Settings(BaseSettings):
         """(tenant, key) pairs."""
         pairs = (pair.partition(":") for pair in split_csv(self.jobs_tenant_keys))
         return tuple((tenant.strip(), key.strip()) for tenant, _, key in pairs)
+
+    @property
+    def encryption_keys(self) -> tuple[str, ...]:
+        return split_csv(self.jobs_encryption_keys)
 
     @property
     def http_allow_hosts(self) -> frozenset[str]:

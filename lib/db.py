@@ -30,6 +30,8 @@ def make_engine(url: str, pool: str = "small") -> Engine:
         # server-side prepared statements across a client's transactions.
         "connect_args": {"prepare_threshold": None, "connect_timeout": 10, "application_name": "sluice"},
         "pool_pre_ping": True,
+        # Bound values are payloads, results and keys: keep them out of SQL logs and error text.
+        "hide_parameters": True,
     }
     if pool == "null":
         kwargs["poolclass"] = NullPool
@@ -43,7 +45,9 @@ def _sqlite_engine(url: str) -> Engine:
     path = url.split("///", 1)[1] if "///" in url else ""
     if path and path != ":memory:":
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    engine = sa.create_engine(
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -48,6 +48,8 @@ class JobType:
     # Runs per window, per value of the payload path rate_key (None: the whole type); lib/ratelimit.py.
     rate_limit: Rate | None = None
     rate_key: tuple[str, ...] | None = None
+    # Top-level payload fields encrypted at rest (lib/crypto.py), decrypted only for the handler.
+    sensitive: tuple[str, ...] = ()
 
     def validate_payload(
         self, payload: dict[str, Any], settings: Settings | None = None
@@ -65,7 +67,12 @@ class JobType:
             self.check(payload, settings or get_settings())
         return payload
 
-    def run(self, payload: Any, ctx: JobContext | None) -> Any:
+    def run(self, payload: Any, ctx: JobContext | None, settings: Settings | None = None) -> Any:
+        """Call the handler; ``settings`` (the drain's) hold the keys of sensitive fields."""
+        if self.sensitive:
+            from .crypto import unseal
+
+            payload = unseal(payload, self.sensitive, settings or get_settings())
         if self.payload_model is not None:
             payload = self.payload_model.model_validate(payload)
         return self.handler(payload, ctx) if self.wants_context else self.handler(payload)
@@ -107,17 +114,33 @@ class Registry:
         check: Check | None = None,
         rate_limit: str | Rate | None = None,
         rate_key: str | None = None,
+        sensitive: Iterable[str] = (),
     ) -> Callable[[Handler], Handler]:
         """Decorator: ``@job("email.send", payload=Model, max_attempts=5)``; ``rate_limit="50/hour",
-        rate_key="payload.userId"`` caps how often jobs with the same key start."""
+        rate_key="payload.userId"`` caps how often jobs with the same key start;
+        ``sensitive=("card",)`` encrypts those top-level payload fields at rest (JOBS_ENCRYPTION_KEYS)."""
         rate = parse_rate(rate_limit) if rate_limit is not None else None
         key = parse_key(rate_key)
+        secret = (sensitive,) if isinstance(sensitive, str) else tuple(sensitive)
+        unknown = [f for f in secret if payload is not None and f not in payload.model_fields]
+        if unknown:
+            raise ValueError(f"job type {name!r}: sensitive fields {unknown} are not fields of its payload")
 
         def register(handler: Handler) -> Handler:
             params = inspect.signature(handler).parameters
             self.add(
                 JobType(
-                    name, handler, payload, max_attempts, timeout, backoff, len(params) >= 2, check, rate, key
+                    name,
+                    handler,
+                    payload,
+                    max_attempts,
+                    timeout,
+                    backoff,
+                    len(params) >= 2,
+                    check,
+                    rate,
+                    key,
+                    secret,
                 )
             )
             return handler

@@ -276,7 +276,13 @@ def check_name(name: str) -> str:
 
 def _values(queue: Queue, spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
     """The columns a save writes; the payload as the type's model stores it."""
-    payload = queue.registry.get(spec.type).validate_payload(spec.payload, queue.settings)
+    job_type = queue.registry.get(spec.type)
+    payload = job_type.validate_payload(spec.payload, queue.settings)
+    if job_type.sensitive:
+        # Stored encrypted like a job's; enqueue_due decrypts before prepare() re-encrypts.
+        from .crypto import seal
+
+        payload = seal(payload, job_type.sensitive, queue.settings)
     try:
         following = Slots.of(spec.cron, spec.timezone).next_after(now) if spec.enabled else None
     except ValueError as exc:  # croniter finds no date within its search horizon
@@ -432,8 +438,14 @@ def sync_declared(queue: Queue, *, now: datetime | None = None) -> list[str]:
 # -- the drain's part ----------------------------------------------------------------------------
 
 
-def _slot_specs(row: store.ScheduleRow, slots: list[datetime]) -> list[JobSpec]:
-    base = {"type": row.type, "payload": row.payload, "tenantId": row.tenant_id, **(row.options or {})}
+def _slot_specs(row: store.ScheduleRow, slots: list[datetime], queue: Queue) -> list[JobSpec]:
+    payload = row.payload
+    job_type = queue.registry.find(row.type)
+    if job_type is not None and job_type.sensitive:
+        from .crypto import unseal
+
+        payload = unseal(payload, job_type.sensitive, queue.settings)
+    base = {"type": row.type, "payload": payload, "tenantId": row.tenant_id, **(row.options or {})}
     keyed = [(slot, slot_key(row.name, slot)) for slot in slots]
     return [
         JobSpec.model_validate(
@@ -459,7 +471,7 @@ def enqueue_due(queue: Queue, conn: sa.Connection, now: datetime | None = None) 
         assert row.next_run_at is not None  # due() only returns scheduled rows
         try:
             slots, following = Slots.of(row.cron, row.timezone).due(row.next_run_at, now, row.catch_up)
-            new = [queue.prepare(spec) for spec in _slot_specs(row, slots)]
+            new = [queue.prepare(spec) for spec in _slot_specs(row, slots, queue)]
         except (SluiceError, ValueError, ZoneInfoNotFoundError) as exc:
             # Left due, so it runs once the type is loaded again or the schedule is fixed.
             message = exc.message if isinstance(exc, SluiceError) else str(exc)

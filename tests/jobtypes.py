@@ -96,3 +96,49 @@ def odd(payload: dict[str, Any]) -> Any:
     if kind == "nul-error":
         raise RuntimeError("bad\x00byte")
     raise RuntimeError("x\udc80")  # "surrogate-error"
+
+
+def terminate_backends(database_url: str, application_name: str = "sluice") -> int:
+    """From a connection of its own, ends every other backend of this PostgreSQL database whose
+    application_name matches (the app's engines use "sluice"): what a server restart, a
+    failover or an idle-connection killer does to the app. Returns how many were ended."""
+    import psycopg
+    import sqlalchemy as sa
+
+    from lib.db import normalize_url
+
+    url = sa.engine.make_url(normalize_url(database_url)).set(drivername="postgresql")
+    conninfo = url.render_as_string(hide_password=False)
+    with psycopg.connect(conninfo, autocommit=True, application_name="sluice-test-killer") as conn:
+        rows = conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = %s",
+            (application_name,),
+        ).fetchall()
+    return sum(1 for (ended,) in rows if ended)
+
+
+@job("test.pg_terminate", max_attempts=3, timeout=5)
+def pg_terminate(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """On attempt 1, terminates the drain's own database connections mid-batch (see
+    terminate_backends); later attempts just succeed."""
+    ended = terminate_backends(ctx.settings.database_url) if ctx.attempt == 1 else 0
+    return {"attempt": ctx.attempt, "ended": ended}
+
+
+class Card(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    card: str
+    token: str | None = None
+    note: str = ""
+
+
+# What test.sensitive's handler received, in order (same process only).
+SENSITIVE_SEEN: list[dict[str, Any]] = []
+
+
+@job("test.sensitive", payload=Card, sensitive=("card", "token"))
+def sensitive(payload: Card) -> dict[str, Any]:
+    """Its card and token are encrypted at rest; the handler sees them in plain text."""
+    SENSITIVE_SEEN.append(payload.model_dump())
+    return {"cardLength": len(payload.card)}

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("name", nargs="?", default=None, help="the schedule's name (get, put, delete)")
     schedules.add_argument("--body", default=None, help="put: the schedule as JSON (as the API takes it)")
     schedules.set_defaults(handler=commands.schedules)
+
+    rotate = command(
+        "rotate-keys",
+        "re-encrypt stored sensitive payload fields with the first key of JOBS_ENCRYPTION_KEYS",
+    )
+    rotate.add_argument("--batch-size", type=_positive, default=500, help="rows per transaction (500)")
+    rotate.set_defaults(handler=commands.rotate_keys)
     return parser
 
 

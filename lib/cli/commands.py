@@ -291,3 +291,20 @@ def schedules(args: argparse.Namespace) -> int:
             module.delete_schedule(queue, args.name)
             info(f"deleted schedule {args.name!r}")
     return EXIT_OK
+
+
+# -- encryption at rest -----------------------------------------------------------------------------
+
+
+def rotate_keys(args: argparse.Namespace) -> int:
+    """After putting a new key first in JOBS_ENCRYPTION_KEYS: re-encrypt what is stored with it,
+    so the old key can then be dropped. Prints {"jobs": n, "schedules": n} (rows rewritten)."""
+    from .. import crypto
+
+    configure_logs(args, get_settings())
+    with open_queue() as queue:
+        if not any(job_type.sensitive for job_type in queue.registry):
+            info("no registered job type has sensitive fields: is JOBS_HANDLER_MODULES set?")
+        result = crypto.rotate_keys(queue, batch_size=args.batch_size)
+    emit(result.to_wire())
+    return EXIT_OK

@@ -44,7 +44,7 @@ APP = create_app(
 )
 schema = schemathesis.openapi.from_wsgi("/api/openapi.json", APP)
 schema.config.update(headers={"x-api-key": "k1"})
-schema.config.generation.update(max_examples=25, with_security_parameters=False, database="none")
+schema.config.generation.update(max_examples=100, with_security_parameters=False, database="none")
 
 
 @pytest.fixture(scope="module", autouse=True)
