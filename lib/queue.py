@@ -130,8 +130,9 @@ class Queue:
         except (TypeError, ValueError) as exc:
             raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
         backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
+        job_id = new_id()
         return NewJob(
-            id=new_id(),
+            id=job_id,
             type=spec.type,
             payload=payload,
             payload_json=payload_json,
@@ -144,7 +145,8 @@ class Queue:
             run_at=spec.run_at,
             delay_seconds=float(spec.delay_seconds or 0),
             tenant_id=tenant or spec.tenant_id,
-            correlation_id=spec.correlation_id or str(uuid.uuid4()),
+            # A job that starts a chain correlates with itself: unique, and no second UUID to make.
+            correlation_id=spec.correlation_id or str(job_id),
             idempotency_key=spec.idempotency_key,
         )
 

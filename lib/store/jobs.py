@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -50,7 +51,7 @@ def to_job(row: Any) -> Job:
     return trusted_job(values)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs a setattr call per field
 class NewJob:
     """A validated job ready to insert; run_at None means now + delay_seconds (database clock)."""
 
@@ -79,13 +80,14 @@ def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
         times = _insert_sqlite(conn, new)
     missing = [job for job in new if job.id not in times]
     existing = _existing_by_key(conn, missing) if missing else {}
+    utc = functools.lru_cache(maxsize=64)(_utc)  # a batch shares a handful of distinct times
     out: list[tuple[Job, bool]] = []
     for job in new:
         made = times.get(job.id)
         if made is None:
             out.append((existing[(job.tenant_id or "", job.idempotency_key)], False))
         else:
-            out.append((_new_job(job, *made), True))
+            out.append((_new_job(job, utc(made[0]), utc(made[1])), True))
     return out
 
 
@@ -111,12 +113,14 @@ _INSERT_PG = sa.text(
 def _rows_json(new: Sequence[NewJob]) -> dict[str, str]:
     """The batch as one JSON document, written by hand around each job's payload text: a
     parameter the driver sends as is (per-element array quoting cost more than the insert)."""
-    text = json.dumps
+    def text(value: str | None) -> str:
+        return "null" if value is None else json.dumps(value)
+
     rows = [
         f'{{"i":"{j.id}","t":{text(j.type)},"p":{j.payload_json},"pr":{j.priority},'
         f'"ma":{j.max_attempts},"tm":{j.timeout_seconds},"bs":"{j.backoff_strategy}",'
         f'"bd":{j.backoff_delay},"bm":{j.backoff_max},'
-        f'"ra":{text(j.run_at.isoformat()) if j.run_at else "null"},"d":{j.delay_seconds},'
+        f'"ra":{text(j.run_at.isoformat() if j.run_at else None)},"d":{j.delay_seconds},'
         f'"te":{text(j.tenant_id)},"co":{text(j.correlation_id)},"k":{text(j.idempotency_key)}}}'
         for j in new
     ]
@@ -166,7 +170,7 @@ def _insert_params(job: NewJob) -> dict[str, Any]:
 
 
 def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
-    """The Job just inserted, built from what we sent plus the times the database chose."""
+    """The Job just inserted, built from what we sent plus the (UTC) times the database chose."""
     return trusted_job(
         {
             "id": str(job.id),
@@ -177,8 +181,8 @@ def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
             "attempts": 0,
             "max_attempts": job.max_attempts,
             "timeout_seconds": job.timeout_seconds,
-            "run_at": _utc(run_at),
-            "created_at": _utc(created_at),
+            "run_at": run_at,
+            "created_at": created_at,
             "started_at": None,
             "finished_at": None,
             "last_error": None,
