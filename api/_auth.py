@@ -30,10 +30,6 @@ class Caller:
     # The acting tenant of a tenant key: pass it as ``tenant=`` to lib. None for admin and cron.
     tenant: str | None = None
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role == "admin"
-
 
 @dataclass(frozen=True, slots=True)
 class _Keyring:

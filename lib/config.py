@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -174,14 +173,6 @@ class Settings(BaseSettings):
     @property
     def handler_modules(self) -> tuple[str, ...]:
         return split_csv(self.jobs_handler_modules)
-
-    @property
-    def sqlite_path(self) -> Path | None:
-        """The file of an SQLite URL, or None for PostgreSQL and in-memory SQLite."""
-        url = self.database_url
-        if not url.startswith("sqlite:///") or url in ("sqlite:///", "sqlite:///:memory:"):
-            return None
-        return Path(url.removeprefix("sqlite:///"))
 
 
 @lru_cache(maxsize=1)
