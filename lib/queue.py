@@ -105,12 +105,13 @@ class Queue:
         upgrade(self.engine)
 
     @contextmanager
-    def _tx(self, conn: sa.Connection | None) -> Iterator[sa.Connection]:
-        """The caller's connection (its transaction decides), or a transaction of our own."""
+    def _tx(self, conn: sa.Connection | None, *, atomic: bool = False) -> Iterator[sa.Connection]:
+        """The caller's connection (its transaction decides), or one of our own: autocommit for
+        a single statement, a real transaction when several must hold together (``atomic``)."""
         if conn is not None:
             yield conn
             return
-        with self.single.begin() as own:
+        with (self.engine if atomic else self.single).begin() as own:
             yield own
 
     # -- enqueue ---------------------------------------------------------------------------
@@ -159,8 +160,12 @@ class Queue:
             return []
         new = [self.prepare(spec, tenant) for spec in specs]
         _refuse_repeated_keys(new)
-        with self._tx(conn) as tx:
-            enforce_tenant_quota(tx, new, self.settings.tenant_enqueue_rate)
+        rate = self.settings.tenant_enqueue_rate
+        # The quota's check and the insert hold together only inside one transaction (its
+        # advisory lock is transaction-scoped).
+        quota = rate is not None and any(job.tenant_id is not None for job in new)
+        with self._tx(conn, atomic=quota) as tx:
+            enforce_tenant_quota(tx, new, rate)
             return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
 
     def submit(

@@ -3,6 +3,7 @@ and the per-tenant enqueue quota."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -142,3 +143,31 @@ def test_tenant_enqueue_quota(db_url: str) -> None:
         assert count(q, "tenant_id IS NULL") == 10
     finally:
         q.engine.dispose()
+
+
+def test_tenant_quota_holds_under_concurrent_enqueues(db_url: str) -> None:
+    """The quota's count and the insert hold together (one transaction, its lock), so 16
+    simultaneous enqueues for one tenant under a quota of 5 make exactly 5 jobs."""
+    queues = [make_queue(db_url, jobs_tenant_enqueue_limit="5/hour", jobs_db_pool="null") for _ in range(16)]
+    barrier = threading.Barrier(len(queues))
+    outcomes: list[str] = []
+
+    def enqueue_one(q: Queue) -> None:
+        barrier.wait()
+        try:
+            q.submit(JobSpec(type="noop"), tenant="acme")
+            outcomes.append("created")
+        except RateLimited:
+            outcomes.append("limited")
+
+    threads = [threading.Thread(target=enqueue_one, args=(q,)) for q in queues]
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert sorted(outcomes) == ["created"] * 5 + ["limited"] * 11
+        assert count(queues[0], "tenant_id = 'acme'") == 5
+    finally:
+        for q in queues:
+            q.engine.dispose()
