@@ -97,6 +97,16 @@ def _migrated_queue(url: str) -> Queue:
     return q
 
 
+def _backlog(dsn: str, n: int) -> None:
+    """A migrated database holding ``n`` ready no-op jobs, analysed (untimed) like the peers'."""
+    q = _migrated_queue(dsn)
+    try:
+        enqueue_noops(q, n)
+    finally:
+        close_queue(q)
+    analyze(dsn)
+
+
 def _counts(dsn: str) -> dict[str, int]:
     """Jobs by status, plus those completed more than once (attempts != 1)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -193,12 +203,7 @@ def case_http_enqueue_drain(ctx: Context) -> list[Check]:
 def _quiet_http_drain(n: int, max_jobs: int) -> float:
     """jobs/s of the HTTP drain when the app logs WARNING and up only (what the log lines cost)."""
     with fresh_database("http_quiet") as dsn:
-        q = _migrated_queue(dsn)
-        try:
-            enqueue_noops(q, n)
-        finally:
-            close_queue(q)
-        analyze(dsn)
+        _backlog(dsn, n)
         env = server.app_env(dsn, JOBS_LOG_LEVEL="WARNING")
         with gunicorn(dsn, ["-w", "2", "--timeout", "300"], env=env) as srv:
             client = srv.client()
@@ -432,12 +437,7 @@ def case_rss(ctx: Context) -> list[Check]:
     n = ctx.sizes.rss_jobs
     case, target = f"6. peak RSS of a {n:,}-job drain (child process)", "< 150 MB"
     with fresh_database("rss") as dsn:
-        q = _migrated_queue(dsn)
-        try:
-            enqueue_noops(q, n)
-        finally:
-            close_queue(q)
-        analyze(dsn)
+        _backlog(dsn, n)
         proc = subprocess.run(
             [sys.executable, "-m", "bench.rss_child", dsn, str(n)],
             cwd=REPO,
