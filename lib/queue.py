@@ -132,8 +132,10 @@ class Queue:
             raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
         backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
         job_id = new_id()
+        job_id_text = str(job_id)
         return NewJob(
             id=job_id,
+            id_text=job_id_text,
             type=spec.type,
             payload=payload,
             payload_json=payload_json,
@@ -147,7 +149,7 @@ class Queue:
             delay_seconds=float(spec.delay_seconds or 0),
             tenant_id=tenant or spec.tenant_id,
             # A job that starts a chain correlates with itself: unique, and no second UUID to make.
-            correlation_id=spec.correlation_id or str(job_id),
+            correlation_id=spec.correlation_id or job_id_text,
             idempotency_key=spec.idempotency_key,
         )
 

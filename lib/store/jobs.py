@@ -56,6 +56,7 @@ class NewJob:
     """A validated job ready to insert; run_at None means now + delay_seconds (database clock)."""
 
     id: uuid.UUID
+    id_text: str  # str(id), made once: the JSON document, the default correlation id and the Job
     type: str
     payload: dict[str, Any]
     payload_json: str  # the same, as the text PostgreSQL receives
@@ -110,18 +111,26 @@ _INSERT_PG = sa.text(
 )
 
 
+def _json_string(value: str | None) -> str:
+    return "null" if value is None else json.dumps(value)
+
+
+def _correlation(job: NewJob) -> str:
+    # The default correlation id is the id's own text: nothing in it needs escaping.
+    return f'"{job.id_text}"' if job.correlation_id is job.id_text else _json_string(job.correlation_id)
+
+
 def _rows_json(new: Sequence[NewJob]) -> dict[str, str]:
     """The batch as one JSON document, written by hand around each job's payload text: a
     parameter the driver sends as is (per-element array quoting cost more than the insert)."""
-    def text(value: str | None) -> str:
-        return "null" if value is None else json.dumps(value)
-
+    # Types and tenants repeat across a batch: each distinct string is quoted once.
+    text = functools.lru_cache(maxsize=256)(_json_string)
     rows = [
-        f'{{"i":"{j.id}","t":{text(j.type)},"p":{j.payload_json},"pr":{j.priority},'
+        f'{{"i":"{j.id_text}","t":{text(j.type)},"p":{j.payload_json},"pr":{j.priority},'
         f'"ma":{j.max_attempts},"tm":{j.timeout_seconds},"bs":"{j.backoff_strategy}",'
         f'"bd":{j.backoff_delay},"bm":{j.backoff_max},'
         f'"ra":{text(j.run_at.isoformat() if j.run_at else None)},"d":{j.delay_seconds},'
-        f'"te":{text(j.tenant_id)},"co":{text(j.correlation_id)},"k":{text(j.idempotency_key)}}}'
+        f'"te":{text(j.tenant_id)},"k":{_json_string(j.idempotency_key)},"co":{_correlation(j)}}}'
         for j in new
     ]
     return {"rows": "[" + ",".join(rows) + "]"}
@@ -173,7 +182,7 @@ def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
     """The Job just inserted, built from what we sent plus the (UTC) times the database chose."""
     return trusted_job(
         {
-            "id": str(job.id),
+            "id": job.id_text,
             "type": job.type,
             "payload": job.payload,
             "status": "pending",
