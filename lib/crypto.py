@@ -72,6 +72,11 @@ def seal(payload: Mapping[str, Any], fields: Iterable[str], settings: Settings) 
     return sealed
 
 
+def _undecryptable(name: str) -> ConfigError:
+    # The message names the field, never its value.
+    return ConfigError(f"payload field {name!r} cannot be decrypted: no key in JOBS_ENCRYPTION_KEYS matches")
+
+
 def unseal(payload: Any, fields: Iterable[str], settings: Settings) -> Any:
     """The payload with each encrypted field of ``fields`` decrypted (for the handler only).
     A field stored before it was marked sensitive passes through as it is."""
@@ -88,10 +93,7 @@ def unseal(payload: Any, fields: Iterable[str], settings: Settings) -> Any:
         try:
             opened[name] = json.loads(multi.decrypt(payload[name][MARKER].encode("ascii")))
         except (InvalidToken, UnicodeEncodeError):
-            # The message names the field, never its value.
-            raise ConfigError(
-                f"payload field {name!r} cannot be decrypted: no key in JOBS_ENCRYPTION_KEYS matches"
-            ) from None
+            raise _undecryptable(name) from None
     return opened
 
 
@@ -117,9 +119,7 @@ def reseal(payload: Any, settings: Settings) -> dict[str, Any] | None:
         try:
             changed[name] = {MARKER: multi.rotate(token).decode("ascii")}
         except InvalidToken:
-            raise ConfigError(
-                f"payload field {name!r} cannot be decrypted: no key in JOBS_ENCRYPTION_KEYS matches"
-            ) from None
+            raise _undecryptable(name) from None
         touched = True
     return changed if touched else None
 
