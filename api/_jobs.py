@@ -63,7 +63,7 @@ def _check_payloads(specs: Sequence[JobSpec]) -> None:
     queue = current_queue()
     for index, spec in enumerate(specs):
         try:
-            queue.registry.get(spec.type).validate_payload(spec.payload, queue.settings)
+            queue.registry.public(spec.type).validate_payload(spec.payload, queue.settings)
         except ValidationError as exc:
             details = exc.details if isinstance(exc.details, list) else []
             located = [{**item, "loc": f"jobs.{index}.{item.get('loc', '')}"} for item in details]
@@ -76,7 +76,9 @@ def enqueue() -> Response:
     body = read_json_object()
     _check_payload(body, "payload")
     spec = validate_body(JobSpec, body)
-    made = current_queue().submit(spec, tenant=caller.tenant)
+    queue = current_queue()
+    queue.registry.public(spec.type)  # internal types (digests, ...) are Sluice's own: 422
+    made = queue.submit(spec, tenant=caller.tenant)
     if not made.created:
         return json_response(made.job.to_wire(), 200)
     return json_response(made.job.to_wire(), 201, {"Location": f"/api/jobs/{made.job.id}"})

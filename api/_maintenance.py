@@ -53,7 +53,9 @@ def put_schedule(name: str) -> Response:
     if "payload" in body:
         check_json(body["payload"], MAX_PAYLOAD_DEPTH, "payload")
     spec = validate_body(ScheduleSpec, body)
-    return json_response(schedules.put_schedule(current_queue(), name, spec).to_wire())
+    queue = current_queue()
+    queue.registry.public(spec.type)  # a schedule may not make internal jobs either
+    return json_response(schedules.put_schedule(queue, name, spec).to_wire())
 
 
 @bp.delete("/api/schedules/<name>")

@@ -31,6 +31,9 @@ PRIORITY = 1000  # alerts go first, and the open digest is found by the claim in
 MAX_ITEMS = 20
 MAX_ERROR_CHARS = 300
 WEBHOOK_TIMEOUT_SECONDS = 10.0
+# A digest is due JOBS_ALERT_DIGEST_SECONDS after it opens; one due later than that (plus clock
+# slack) was not opened by this deployment's settings and is never extended.
+DUE_SLACK_SECONDS = 5.0
 
 
 def _item(job: store.FailedJob) -> dict[str, Any]:
@@ -58,7 +61,8 @@ def add_to_digest(queue: Queue, conn: sa.Connection, count: int, items: Sequence
     """Fold ``count`` failures into the open digest, or open one (in the caller's transaction)."""
     # Concurrent drains take turns, so they extend one digest instead of opening two.
     lock(conn, "sluice.alert.deadletter")
-    current = store.open_digest(conn, ALERT_TYPE, KEY_PREFIX, PRIORITY)
+    window = queue.settings.jobs_alert_digest_seconds + DUE_SLACK_SECONDS
+    current = store.open_digest(conn, ALERT_TYPE, KEY_PREFIX, PRIORITY, window)
     if current is not None:
         job_id, payload = current
         merged = {
@@ -72,9 +76,11 @@ def add_to_digest(queue: Queue, conn: sa.Connection, count: int, items: Sequence
         payload={"count": count, "items": list(items)[:MAX_ITEMS]},
         priority=PRIORITY,
         delay_seconds=queue.settings.jobs_alert_digest_seconds,
-        idempotency_key=KEY_PREFIX + uuid.uuid4().hex,
     )
-    insert_jobs(conn, [queue.prepare(spec)])
+    digest = queue.prepare(spec)
+    # Keyed by its own id: the mark of a digest Sluice made (open_digest checks it).
+    digest.idempotency_key = store.digest_key(KEY_PREFIX, digest.id)
+    insert_jobs(conn, [digest])
     log_event("alert.digest_opened", failed=count)
 
 

@@ -24,6 +24,8 @@ Check = Callable[[dict[str, Any], Settings], None]
 
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_TIMEOUT_SECONDS = 60
+# Job types under these prefixes belong to Sluice: only Sluice itself creates them.
+INTERNAL_PREFIXES = ("sluice.", "alert.")
 BUILTIN_HANDLER_MODULES = (
     "lib.handlers.noop",
     "lib.handlers.http",
@@ -50,6 +52,8 @@ class JobType:
     rate_key: tuple[str, ...] | None = None
     # Top-level payload fields encrypted at rest (lib/crypto.py), decrypted only for the handler.
     sensitive: tuple[str, ...] = ()
+    # Made by Sluice itself only (digests, ...): never enqueueable over HTTP.
+    internal: bool = False
 
     def validate_payload(
         self, payload: dict[str, Any], settings: Settings | None = None
@@ -115,6 +119,7 @@ class Registry:
         rate_limit: str | Rate | None = None,
         rate_key: str | None = None,
         sensitive: Iterable[str] = (),
+        internal: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Decorator: ``@job("email.send", payload=Model, max_attempts=5)``; ``rate_limit="50/hour",
         rate_key="payload.userId"`` caps how often jobs with the same key start;
@@ -141,6 +146,7 @@ class Registry:
                     rate,
                     key,
                     secret,
+                    internal,
                 )
             )
             return handler
@@ -163,6 +169,20 @@ class Registry:
                 f"unknown job type {name!r}", [{"loc": "type", "msg": f"{name!r} is not registered"}]
             )
         return job_type
+
+    def is_internal(self, name: str) -> bool:
+        """A type only Sluice creates: a reserved prefix, or registered ``internal=True``."""
+        found = self._types.get(name)
+        return name.startswith(INTERNAL_PREFIXES) or (found is not None and found.internal)
+
+    def public(self, name: str) -> JobType:
+        """``get`` for callers outside Sluice (the HTTP API): internal types are refused."""
+        if self.is_internal(name):
+            raise ValidationError(
+                f"job type {name!r} is internal to Sluice and cannot be enqueued",
+                [{"loc": "type", "msg": "internal job types (sluice.*, alert.*) are created by Sluice only"}],
+            )
+        return self.get(name)
 
     def find(self, name: str) -> JobType | None:
         return self._types.get(name)

@@ -142,3 +142,8 @@ def sensitive(payload: Card) -> dict[str, Any]:
     """Its card and token are encrypted at rest; the handler sees them in plain text."""
     SENSITIVE_SEEN.append(payload.model_dump())
     return {"cardLength": len(payload.card)}
+
+
+@job("test.internal", internal=True)
+def internal(payload: dict[str, Any]) -> None:
+    """A type the app marks internal: Sluice may create it, HTTP callers may not."""

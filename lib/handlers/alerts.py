@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from ..alerts import ALERT_TYPE, MAX_ITEMS, post_webhook, render
 from ..context import JobContext
+from ..errors import PermanentError
 from ..registry import job
 from ..retry import Backoff
 from .email_ses import send
@@ -34,8 +35,18 @@ class Digest(_Wire):
     items: list[FailedItem] = Field(default_factory=list, max_length=MAX_ITEMS)
 
 
-@job(ALERT_TYPE, payload=Digest, max_attempts=5, timeout=30, backoff=Backoff("exponential", 30, 3600))
+@job(
+    ALERT_TYPE,
+    payload=Digest,
+    max_attempts=5,
+    timeout=30,
+    backoff=Backoff("exponential", 30, 3600),
+    internal=True,
+)
 def deliver(payload: Digest, ctx: JobContext) -> dict[str, Any]:
+    if ctx.tenant_id is not None:
+        # Sluice opens digests without a tenant; a tenant's row of this type is not one of them.
+        raise PermanentError("not a digest Sluice made (it has a tenant); nothing was sent")
     settings = ctx.settings
     done: dict[str, Any] = dict(ctx.saved_checkpoint() or {})
     text = render(payload.count, payload.items)

@@ -10,6 +10,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import jobs
+from .clock import now_plus
+
+# Rows looked at for the open digest: a few, in case rows Sluice did not make share its prefix.
+DIGEST_CANDIDATES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,24 +43,37 @@ def failed_jobs(
 
 
 def open_digest(
-    conn: sa.Connection, type: str, key_prefix: str, priority: int
+    conn: sa.Connection, type: str, key_prefix: str, priority: int, within_seconds: float
 ) -> tuple[uuid.UUID, dict[str, Any]] | None:
-    """The digest job not yet claimed (locked until the caller commits), or None. Digests have a
-    priority of their own, so the claim index finds them among any number of pending jobs."""
+    """The digest job Sluice opened and no drain claimed yet (locked until the caller commits), or
+    None. Only a digest Sluice made counts: no tenant, due within ``within_seconds`` (a digest
+    parked years ahead is no digest), and the idempotency key ``key_prefix`` + its own id, which
+    nobody can choose before the id exists. Digests have a priority of their own, so the claim
+    index finds them among any number of pending jobs."""
+    dialect = conn.dialect.name
     stmt = (
-        sa.select(jobs.c.id, jobs.c.payload)
+        sa.select(jobs.c.id, jobs.c.payload, jobs.c.idempotency_key)
         .where(
             jobs.c.status == "pending",
             jobs.c.priority == priority,
             jobs.c.type == type,
+            jobs.c.tenant_id.is_(None),
+            jobs.c.run_at <= now_plus(dialect, within_seconds),
             jobs.c.idempotency_key.startswith(key_prefix, autoescape=True),
         )
         .order_by(jobs.c.id.desc())
-        .limit(1)
+        .limit(DIGEST_CANDIDATES)
         .with_for_update()
     )
-    row = conn.execute(stmt).first()
-    return (row.id, row.payload) if row else None
+    for row in conn.execute(stmt):
+        if row.idempotency_key == digest_key(key_prefix, row.id):
+            return row.id, row.payload
+    return None
+
+
+def digest_key(key_prefix: str, job_id: uuid.UUID) -> str:
+    """The idempotency key of the digest whose id is ``job_id``."""
+    return f"{key_prefix}{job_id}"
 
 
 def set_payload(conn: sa.Connection, job_id: uuid.UUID, payload: dict[str, Any]) -> bool:
