@@ -164,9 +164,11 @@ class Queue:
         _refuse_repeated_keys(new)
         rate = self.settings.tenant_enqueue_rate
         # The quota's check and the insert hold together only inside one transaction (its
-        # advisory lock is transaction-scoped).
+        # advisory lock is transaction-scoped); so do a keyed insert and its read-back of
+        # reused keys (all or nothing). A keyless batch is one statement: autocommit will do.
         quota = rate is not None and any(job.tenant_id is not None for job in new)
-        with self._tx(conn, atomic=quota) as tx:
+        keyed = any(job.idempotency_key is not None for job in new)
+        with self._tx(conn, atomic=quota or keyed) as tx:
             enforce_tenant_quota(tx, new, rate)
             return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
 

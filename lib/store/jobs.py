@@ -15,11 +15,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from ..errors import Unavailable
 from ..models import JOB_STATUSES, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
 from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
 from .clock import now, now_plus
 
 JOB_COLUMNS = job_columns()
+# Insert/read-back rounds for keys whose job vanishes in between (each round is a fresh race).
+KEY_ROUNDS = 5
 
 
 def new_id() -> uuid.UUID:
@@ -74,13 +77,23 @@ class NewJob:
 
 
 def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
-    """Insert in one statement; a reused idempotency key yields the existing job, created=False."""
-    if conn.dialect.name == "postgresql":
-        times = {row.id: (row.run_at, row.created_at) for row in conn.execute(_INSERT_PG, _rows_json(new))}
-    else:
-        times = _insert_sqlite(conn, new)
+    """Insert in one statement; a reused idempotency key yields the existing job, created=False.
+    A keyed insert must run in a transaction (the read-back of reused keys belongs with it): a
+    job holding a key may be deleted (cleanup, erase) between the insert that saw it and the
+    read-back, and then this batch's job is inserted after all."""
+    times = _insert(conn, new)
     missing = [job for job in new if job.id not in times]
-    existing = _existing_by_key(conn, missing) if missing else {}
+    existing: dict[tuple[str, str | None], Job] = {}
+    for _ in range(KEY_ROUNDS):
+        if not missing:
+            break
+        existing.update(_existing_by_key(conn, missing))
+        vanished = [job for job in missing if (job.tenant_id or "", job.idempotency_key) not in existing]
+        if vanished:
+            times.update(_insert(conn, vanished))
+        missing = [job for job in vanished if job.id not in times]
+    if missing:
+        raise Unavailable("the idempotency keys of this batch kept changing hands; try again")
     utc = functools.lru_cache(maxsize=64)(_utc)  # a batch shares a handful of distinct times
     out: list[tuple[Job, bool]] = []
     for job in new:
@@ -90,6 +103,13 @@ def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
         else:
             out.append((_new_job(job, utc(made[0]), utc(made[1])), True))
     return out
+
+
+def _insert(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple[datetime, datetime]]:
+    """{id: (run_at, created_at)} of the jobs inserted; those whose key is taken are left out."""
+    if conn.dialect.name == "postgresql":
+        return {row.id: (row.run_at, row.created_at) for row in conn.execute(_INSERT_PG, _rows_json(new))}
+    return _insert_sqlite(conn, new)
 
 
 # One JSON document in, one short statement out: psycopg caches its parse, whatever the batch size
