@@ -37,6 +37,8 @@ BATCH_SIZE = 1000
 DRAIN_HISTORY_SECONDS = 30 * 86_400
 MAX_AGE_SECONDS = 3_153_600_000
 STATUSES = ("completed", "failed", "cancelled")
+# Extra passes an erase makes when jobs of the tenant are still there after a short batch.
+ERASE_ROUNDS = 20
 
 
 class CleanupRequest(_Wire):
@@ -249,16 +251,14 @@ def cleanup(
 @guarded
 def erase_tenant(queue: Queue, tenant: str, *, batch_size: int = BATCH_SIZE) -> EraseResult:
     """Delete every job of ``tenant`` that is not processing, its schedules, and its rows in the
-    archive. Processing jobs are left to finish (counted in ``processing``); erase again later."""
+    archive. Processing jobs are left to finish (counted in ``processing``); erase again later.
+
+    A cleanup archiving the tenant's rows at the same moment is waited for: the deletes wait on
+    its row locks (never skip them), and the archive is read only after they committed, when
+    the cleanup's object exists."""
     if not isinstance(tenant, str) or not 1 <= len(tenant) <= 255 or "\x00" in tenant:
         raise ValidationError("not a tenant id", [{"loc": "tenantId", "msg": "1..255 characters"}])
-    deleted = 0
-    while True:
-        with queue.engine.begin() as conn:
-            n = store.delete_tenant_jobs(conn, tenant, batch_size)
-        deleted += n
-        if n < batch_size:
-            break
+    deleted = _delete_tenant_jobs(queue, tenant, batch_size)
     with queue.engine.begin() as conn:
         schedules = schedule_store.delete_for_tenant(conn, tenant)
         processing = store.count_tenant_processing(conn, tenant)
@@ -268,3 +268,24 @@ def erase_tenant(queue: Queue, tenant: str, *, batch_size: int = BATCH_SIZE) -> 
     # The tenant id is an identifier, not personal data; its rows are gone, only counts remain.
     log_event("tenant.erase", tenantId=tenant, archivedRows=archived, **result.model_dump())
     return result
+
+
+def _delete_tenant_jobs(queue: Queue, tenant: str, batch_size: int) -> int:
+    """Delete until none of the tenant's erasable jobs is left (re-counted in the transaction
+    of the last batch: rows a concurrent cleanup rolled back come back). Unavailable, never a
+    partial answer, if they keep coming back (a tenant key still enqueueing)."""
+    deleted = short_rounds = 0
+    while True:
+        with queue.engine.begin() as conn:
+            n = store.delete_tenant_jobs(conn, tenant, batch_size)
+            left = store.count_tenant_erasable(conn, tenant) if n < batch_size else None
+        deleted += n
+        if left == 0:
+            return deleted
+        if left is not None:
+            short_rounds += 1
+            if short_rounds > ERASE_ROUNDS:
+                raise Unavailable(
+                    f"jobs of tenant {tenant!r} keep appearing while it is erased ({deleted} deleted "
+                    "so far); stop what enqueues them and erase again"
+                )

@@ -31,14 +31,17 @@ def _old_enough(dialect: str, status: str, age: int, per_type: Mapping[str, int]
     return sa.and_(jobs.c.status == status, jobs.c.finished_at.is_not(None), sa.or_(*arms))
 
 
-def _batch(table: sa.Table, where: sa.ColumnElement[bool], limit: int) -> sa.Select[Any]:
+def _batch(
+    table: sa.Table, where: sa.ColumnElement[bool], limit: int, *, skip_locked: bool = True
+) -> sa.Select[Any]:
     """The ids of one batch, picked once: a plain ``IN (SELECT … LIMIT n)`` can be re-run per
-    outer row by PostgreSQL (a semi-join rescan) and then deletes more than ``n``."""
+    outer row by PostgreSQL (a semi-join rescan) and then deletes more than ``n``. Retention
+    skips rows another transaction holds; an erase waits for them (``skip_locked=False``)."""
     picked = (
         sa.select(table.c.id)
         .where(where)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=skip_locked)
         .cte("batch")
         .prefix_with("MATERIALIZED")
     )
@@ -51,9 +54,14 @@ def count_finished(conn: sa.Connection, status: str, age: int, per_type: Mapping
 
 
 def _delete_batch(
-    conn: sa.Connection, where: sa.ColumnElement[bool], limit: int, full_rows: bool
+    conn: sa.Connection,
+    where: sa.ColumnElement[bool],
+    limit: int,
+    full_rows: bool,
+    *,
+    skip_locked: bool = True,
 ) -> list[dict[str, Any]]:
-    stmt = sa.delete(jobs).where(jobs.c.id.in_(_batch(jobs, where, limit)), where)
+    stmt = sa.delete(jobs).where(jobs.c.id.in_(_batch(jobs, where, limit, skip_locked=skip_locked)), where)
     returned = stmt.returning(*jobs.c) if full_rows else stmt.returning(jobs.c.id)
     return [dict(row._mapping) for row in conn.execute(returned)]
 
@@ -66,10 +74,20 @@ def delete_finished(
     return _delete_batch(conn, _old_enough(conn.dialect.name, status, age, per_type), limit, full_rows)
 
 
+def _erasable(tenant: str) -> sa.ColumnElement[bool]:
+    return sa.and_(jobs.c.tenant_id == tenant, jobs.c.status != "processing")
+
+
 def delete_tenant_jobs(conn: sa.Connection, tenant: str, limit: int, *, full_rows: bool = False) -> int:
-    """Delete up to ``limit`` of a tenant's jobs that are not processing."""
-    where = sa.and_(jobs.c.tenant_id == tenant, jobs.c.status != "processing")
-    return len(_delete_batch(conn, where, limit, full_rows))
+    """Delete up to ``limit`` of a tenant's jobs that are not processing. Rows a cleanup holds
+    (archiving them) are waited for, never skipped: once it commits they are gone, and in the
+    archive, where the erase looks next. A batch may so come back short with rows left."""
+    return len(_delete_batch(conn, _erasable(tenant), limit, full_rows, skip_locked=False))
+
+
+def count_tenant_erasable(conn: sa.Connection, tenant: str) -> int:
+    """The tenant's jobs an erase would still delete."""
+    return int(conn.execute(sa.select(sa.func.count()).where(_erasable(tenant))).scalar_one())
 
 
 def count_tenant_processing(conn: sa.Connection, tenant: str) -> int:
