@@ -13,6 +13,8 @@ from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
 from lib.models import (
     JOB_STATUSES,
+    TENANT_ID,
+    TENANT_ID_RULE,
     DrainSource,
     DrainSummary,
     Job,
@@ -28,6 +30,7 @@ from ._http import (
     MAX_PAYLOAD_DEPTH,
     ApiError,
     check_json,
+    invalid,
     json_response,
     query_choice,
     query_int,
@@ -104,6 +107,8 @@ def list_jobs() -> Response:
     status = cast(JobStatus | None, query_choice("status", JOB_STATUSES))
     type_ = query_str("type")
     tenant = query_str("tenantId")
+    if tenant is not None and not TENANT_ID.fullmatch(tenant):
+        raise invalid("tenantId", f"a tenant id is {TENANT_ID_RULE}")
     limit = query_int("limit", 50, 1, 500)
     cursor = query_str("cursor")
     if caller.tenant is not None:
@@ -217,7 +222,9 @@ def document(doc: ApiDoc) -> None:
         parameters=(
             query_param("status", {"type": "string", "enum": list(JOB_STATUSES)}, "only jobs in this state"),
             query_param("type", {"type": "string"}, "only jobs of this type"),
-            query_param("tenantId", {"type": "string"}, "only this tenant's jobs"),
+            query_param(
+                "tenantId", {"type": "string", "pattern": f"^{TENANT_ID.pattern}$"}, "only this tenant's jobs"
+            ),
             query_param(
                 "limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}, "page size"
             ),

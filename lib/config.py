@@ -9,6 +9,8 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .models import TENANT_ID, TENANT_ID_RULE
+
 DEFAULT_SQLITE_URL = "sqlite:///.data/sluice.db"
 
 
@@ -79,6 +81,9 @@ class Settings(BaseSettings):
             tenant, sep, key = pair.partition(":")
             if not sep or not tenant.strip() or not key.strip():
                 raise ValueError("JOBS_TENANT_KEYS must be comma-separated tenant:key pairs")
+            if not TENANT_ID.fullmatch(tenant.strip()):
+                # Neither the id nor the key is echoed: a mistyped pair may hold the key first.
+                raise ValueError(f"JOBS_TENANT_KEYS: a tenant id is {TENANT_ID_RULE}")
         return value
 
     @field_validator("jobs_encryption_keys")

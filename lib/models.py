@@ -6,10 +6,19 @@ coercion of "5" to 5, unknown fields refused.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .retry import Backoff
@@ -24,6 +33,17 @@ StopReason = Literal["maxJobs", "empty", "budget"]
 def _no_nul(value: str) -> str:
     if "\x00" in value:
         raise ValueError("must not contain U+0000")
+    return value
+
+
+# Tenant ids travel in URL paths (/api/tenants/<id>/erase), key settings and logs: a plain alphabet.
+TENANT_ID = re.compile(r"[A-Za-z0-9._:@-]{1,255}")
+TENANT_ID_RULE = "1..255 characters of A-Z a-z 0-9 . _ : @ -"
+
+
+def check_tenant_id(value: str) -> str:
+    if not TENANT_ID.fullmatch(value):
+        raise ValueError(f"a tenant id is {TENANT_ID_RULE}")
     return value
 
 
@@ -53,6 +73,11 @@ def _aware_in_range(value: datetime) -> datetime:
 
 
 Text255 = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_no_nul)]
+TenantId = Annotated[
+    str,
+    AfterValidator(check_tenant_id),
+    WithJsonSchema({"type": "string", "pattern": f"^{TENANT_ID.pattern}$", "minLength": 1, "maxLength": 255}),
+]
 AwareTime = Annotated[datetime, BeforeValidator(_iso_datetime), AfterValidator(_aware_in_range)]
 
 
@@ -78,7 +103,7 @@ class JobOptions(_Wire):
     max_attempts: int | None = Field(None, ge=1, le=100)
     timeout_seconds: int | None = Field(None, ge=1, le=900)
     backoff: BackoffSpec | None = None
-    tenant_id: Text255 | None = None
+    tenant_id: TenantId | None = None
 
 
 class JobSpec(JobOptions):

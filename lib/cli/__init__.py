@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pydantic
 import sqlalchemy as sa
@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--body", default=None, help="put: the schedule as JSON (as the API takes it)")
     schedules.set_defaults(handler=commands.schedules)
 
+    add_erase(command)
+
     rotate = command(
         "rotate-keys",
         "re-encrypt stored sensitive payload fields with the first key of JOBS_ENCRYPTION_KEYS",
@@ -127,6 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--batch-size", type=_positive, default=500, help="rows per transaction (500)")
     rotate.set_defaults(handler=commands.rotate_keys)
     return parser
+
+
+def add_erase(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    erase = command(
+        "erase",
+        "erase a tenant: its jobs (not processing ones), its schedules and its rows in the archive",
+    )
+    erase.add_argument("tenant", metavar="TENANT", help="the tenant id")
+    erase.set_defaults(handler=commands.erase)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

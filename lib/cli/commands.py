@@ -293,6 +293,20 @@ def schedules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def erase(args: argparse.Namespace) -> int:
+    """Erase a tenant: its jobs (not processing ones), schedules and archived rows. Any id the
+    database may hold is accepted here, older ones the API's alphabet refuses included."""
+    from .. import retention
+
+    configure_logs(args, get_settings())
+    with open_queue() as queue:
+        result = retention.erase_tenant(queue, args.tenant)
+    emit(result.to_wire())
+    if result.processing:
+        info(f"{result.processing} job(s) were processing and were kept: erase again once they end")
+    return EXIT_OK
+
+
 # -- encryption at rest -----------------------------------------------------------------------------
 
 
