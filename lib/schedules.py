@@ -68,8 +68,20 @@ def check_cron(expr: str) -> str:
     return expr
 
 
+# Files of a tz database that are no IANA zone, or whose meaning is the host's: the machine's own
+# zone (localtime), the POSIX default rules, "Factory", and the posix/ and right/ (leap second)
+# copies. Compared in lower case: on a case-insensitive disk "LocalTime" opens the same file.
+HOST_ZONES = frozenset({"localtime", "posixrules", "factory"})
+HOST_ZONE_DIRS = ("posix/", "right/")
+ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*")
+
+
 def check_timezone(name: str) -> str:
-    """An IANA time zone name that this machine's tz database knows; ValueError otherwise."""
+    """An IANA time zone name that this machine's tz database knows, and that means the same on
+    every machine; ValueError otherwise."""
+    lower = name.lower()
+    if not ZONE_NAME.fullmatch(name) or lower in HOST_ZONES or lower.startswith(HOST_ZONE_DIRS):
+        raise ValueError("is not an IANA time zone name (e.g. UTC, Europe/Paris)")
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):

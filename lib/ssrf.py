@@ -46,6 +46,25 @@ def parse_ip(host: str) -> IPAddress | None:
         return None
 
 
+def name_problem(host: str) -> str | None:
+    """What makes ``host`` (an ASCII host of a URL) unusable as a DNS name, or None. Each dot-
+    separated label is 1..63 characters, the whole at most 253 (one trailing dot allowed): the
+    resolver's own IDNA step refuses anything else, on every attempt, as a UnicodeError."""
+    name = host.strip("[]")
+    if parse_ip(name) is not None:
+        return None
+    name = name[:-1] if name.endswith(".") else name
+    if not name or len(name) > 253:
+        return "has a host name longer than 253 characters" if name else "has no host"
+    if any(not 1 <= len(label) <= 63 for label in name.split(".")):
+        return "has a host name with an empty label or one longer than 63 characters (e.g. a..b)"
+    try:
+        name.encode("idna")
+    except UnicodeError:
+        return "has a host name that is not a valid (IDNA) name"
+    return None
+
+
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for (mapped, NAT64, 6to4), if any."""
     if ip.ipv4_mapped is not None:

@@ -130,7 +130,9 @@ class HttpPayload(BaseModel):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        parse_target(value)
+        problem = ssrf.name_problem(parse_target(value).host)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("method", mode="before")
