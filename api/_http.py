@@ -138,9 +138,7 @@ def read_json_object(max_depth: int = MAX_BODY_DEPTH) -> dict[str, Any]:
     too_large = ApiError(413, "payload_too_large", f"the request body exceeds {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise too_large
+    raw = read_body(limit, too_large)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -155,6 +153,24 @@ def read_json_object(max_depth: int = MAX_BODY_DEPTH) -> dict[str, Any]:
         raise ApiError(400, "bad_request", "the request body must be a JSON object")
     check_json(value, max_depth)
     return value
+
+
+def read_body(limit: int, too_large: Exception) -> bytes:
+    """At most ``limit`` bytes of body, whatever its framing: a chunked body has no length to
+    check up front, and its stream hands out a chunk per read, so read until the end or past
+    the limit (never more than limit + 1 bytes are kept)."""
+    stream = request.stream
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = stream.read(limit + 1 - size)
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    if size > limit:
+        raise too_large
+    return b"".join(parts)
 
 
 def check_json(value: Any, max_depth: int, loc: str = "") -> None:
