@@ -105,19 +105,21 @@ class Archive:
             return None
         return cls(bucket, settings.jobs_archive_s3_prefix, settings.aws_region_name)
 
-    def _client(self) -> Any:
-        return aws.client("s3", self.region)
+    def _client(self, timeout: int | None = None) -> Any:
+        return aws.client("s3", self.region, timeout)
 
     def new_key(self, at: datetime | None = None) -> str:
         at = at or datetime.now(UTC)
         stamp = at.strftime("%Y%m%dT%H%M%S%fZ")
         return f"{self.prefix}/{at:%Y/%m/%d}/{stamp}-{uuid.uuid4().hex}.jsonl.gz".lstrip("/")
 
-    def put(self, rows: list[dict[str, Any]]) -> str:
-        """Upload rows as one object; returns its key. Raises Unavailable if S3 refuses."""
+    def put(self, rows: list[dict[str, Any]], seconds_left: float | None = None) -> str:
+        """Upload rows as one object; returns its key. Raises Unavailable if S3 refuses or, with
+        ``seconds_left``, does not answer within about that long."""
         key = self.new_key()
+        timeout = None if seconds_left is None else aws.timeout_for(seconds_left)
         try:
-            self._client().put_object(
+            self._client(timeout).put_object(
                 Bucket=self.bucket, Key=key, Body=encode_rows(rows), ContentType="application/gzip"
             )
         except Exception as exc:
@@ -230,7 +232,9 @@ def cleanup(
                         conn, status, ages[status], types, batch_size, full_rows=archive is not None
                     )
                     if rows and archive is not None:
-                        archive.put(rows)  # raises before the commit: the batch stays
+                        # Raises before the commit, the batch stays; a hanging S3 costs no more
+                        # than the budget left (the batch's rows are locked meanwhile).
+                        archive.put(rows, budget - (time.monotonic() - started))
                         archived += len(rows)
                 deleted[status] += len(rows)
                 if len(rows) < batch_size:
