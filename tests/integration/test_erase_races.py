@@ -44,7 +44,7 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
     uploading, erase_started = threading.Event(), threading.Event()
     real_put = Archive.put
 
-    def slow_put(self: Archive, rows: list[dict[str, Any]]) -> str:
+    def slow_put(self: Archive, rows: list[dict[str, Any]], *args: Any) -> str:
         # The cleanup holds its batch (rows locked, not yet committed) while S3 is slow: long
         # enough for the erase to start and reach those rows.
         uploading.set()
@@ -55,7 +55,7 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
                 time.sleep(0.02)
         else:
             time.sleep(0.3)  # SQLite: the erase waits for the writer lock (busy timeout)
-        return real_put(self, rows)
+        return real_put(self, rows, *args)
 
     monkeypatch.setattr(Archive, "put", slow_put)
     results: dict[str, CleanupResult | EraseResult | BaseException] = {}
