@@ -1,5 +1,5 @@
 """Logs never hold secrets or payloads. Everything the `sluice` logger and the root logger emit at
-DEBUG (SQLAlchemy's statement log included), and everything written to stdout/stderr by the
+DEBUG (SQLAlchemy's statement and row logs included), and everything written to stdout/stderr by the
 app's own log handler, is captured while jobs whose payloads hold a marker run through every path
 (success, retry, permanent failure, timeout, an encrypted type, a signed http delivery) and the
 API is called with good and bad admin, tenant and cron credentials. None of the keys, secrets or
@@ -64,8 +64,9 @@ def everything_logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCa
     sluice = logging.getLogger("sluice")
     saved = (list(sluice.handlers), sluice.propagate, sluice.level)
     caplog.set_level(logging.DEBUG)
-    # SQLAlchemy keeps its own loggers at WARNING; a host debugging SQL turns statements on.
-    caplog.set_level(logging.INFO, logger="sqlalchemy.engine")
+    # SQLAlchemy keeps its own loggers at WARNING; a host debugging SQL turns statements (INFO)
+    # and result rows (DEBUG) on.
+    caplog.set_level(logging.DEBUG, logger="sqlalchemy.engine")
     configure("DEBUG")
     sluice.addHandler(caplog.handler)
     try:
@@ -169,6 +170,75 @@ def test_no_secret_or_payload_reaches_any_log(
     assert any(record.name.startswith("sqlalchemy") for record in records), "SQL was not logged"
     leaked = [name for name, secret in SECRETS.items() if secret in logged]
     assert leaked == [], f"found in the logs: {leaked}"
+
+
+# Loggers of the libraries Sluice drives: a host may turn any of them to DEBUG.
+LIBRARY_LOGGERS = (
+    "sqlalchemy",
+    "sqlalchemy.engine",
+    "sqlalchemy.pool",
+    "alembic",
+    "botocore",
+    "boto3",
+    "urllib3",
+    "s3transfer",
+)
+ARCHIVE_BUCKET = "sluice-log-secrecy"
+SENDER = "no-reply@example.com"
+
+
+def test_library_loggers_at_debug_see_no_payload_key_or_result(
+    db_url: str,
+    aws_mock: None,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """SQLAlchemy's statement, parameter and row logs, the pool's, Alembic's, botocore's request
+    and response logs (S3 archive, SES e-mail) and urllib3's: at DEBUG, none holds a payload, an
+    idempotency key or a result."""
+    from lib import aws
+    from lib.config import get_settings
+
+    monkeypatch.setenv("JOBS_EMAIL_FROM", SENDER)
+    get_settings.cache_clear()
+    aws.client("ses", "us-east-1").verify_email_identity(EmailAddress=SENDER)
+    aws.client("s3", "us-east-1").create_bucket(Bucket=ARCHIVE_BUCKET)
+    caplog.set_level(logging.DEBUG)
+    for name in LIBRARY_LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    settings = api_settings(db_url, jobs_api_keys=ADMIN_KEY, jobs_archive_s3_bucket=ARCHIVE_BUCKET)
+    app = create_app(settings)
+    client = app.test_client()
+    try:
+        queue = app_state(app).queue
+        queue.migrate()  # Alembic's log (nothing to apply)
+        greet = {"type": "test.greet", "payload": {"name": MARKER}, "idempotencyKey": f"key-{MARKER}"}
+        made = post(client, "/api/jobs", greet, ADMIN, 201)
+        assert post(client, "/api/jobs", greet, ADMIN, 200)["id"] == made["id"]  # read back by its key
+        mail = {"to": ["ada@example.com"], "subject": f"Hi {MARKER}", "text": f"Your code: {MARKER}"}
+        post(client, "/api/jobs", {"type": "email.ses", "payload": mail}, ADMIN, 201)
+        assert post(client, "/api/jobs/process", None, ADMIN, 200)["succeeded"] == 2
+        done = client.get(f"/api/jobs/{made['id']}", headers=ADMIN).get_json()
+        assert MARKER in done["result"]["greeting"]
+        assert client.get("/api/jobs", headers=ADMIN).status_code == 200
+        cleaned = post(client, "/api/jobs/cleanup", {"completedOlderThanSeconds": 0}, ADMIN, 200)
+        assert cleaned["archived"] == 2
+        post(client, "/api/tenants/acme/erase", None, ADMIN, 200)
+    finally:
+        app_state(app).dispose()
+        get_settings.cache_clear()
+    out, err = capfd.readouterr()
+    records = caplog.records
+    logged = "\n".join(
+        [caplog.text, out, err]
+        + [record.getMessage() for record in records]
+        + [record.exc_text or "" for record in records]
+    )
+    names = {record.name.split(".")[0] for record in records}
+    assert {"sqlalchemy", "botocore", "alembic"} <= names, names  # the capture works
+    leaked = [line for line in logged.splitlines() if MARKER in line]
+    assert leaked == [], f"found in the logs: {leaked[:3]}"
 
 
 @pytest.mark.parametrize(
