@@ -5,6 +5,8 @@ not covered by test_api_auth.py."""
 
 from __future__ import annotations
 
+import io
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -180,3 +182,36 @@ def test_another_tenants_pending_job_cannot_be_cancelled_read_or_listed(db_url: 
         assert count(queue, "status = 'pending'") == 2
     finally:
         app_state(app).dispose()
+
+
+def test_every_body_is_bounded_chunked_or_not(routes_app: Flask) -> None:
+    """JOBS_MAX_BODY_BYTES holds on every route that reads a body, chunked ones included (no
+    length to check up front): a valid JSON object followed by blanks past the limit is 413."""
+    client = routes_app.test_client()
+    limit = app_state(routes_app).settings.jobs_max_body_bytes
+    chunked = {**ADMIN, "Transfer-Encoding": "chunked", "Content-Type": "application/json"}
+    for endpoint, method, path, body in calls(routes_app, public=False):
+        if endpoint not in BODIES:
+            continue
+        raw = json.dumps(body).encode() + b" " * limit
+        for headers, environ in ((chunked, {"wsgi.input_terminated": True}), (ADMIN, {})):
+            response = client.open(
+                path, method=method, input_stream=io.BytesIO(raw), headers=headers, environ_overrides=environ
+            )
+            assert response.status_code == 413, (endpoint, method, headers, response.status_code)
+            refused(response, method, 413, "payload_too_large")
+    assert count(app_state(routes_app).queue) == 0
+
+
+def test_no_route_enqueues_an_internal_type(routes_app: Flask) -> None:
+    """Every route whose body names a job type refuses Sluice's own types, for admins too."""
+    client = routes_app.test_client()
+    typed = {"jobs.enqueue", "jobs.enqueue_batch", "maintenance.put_schedule"}
+    for endpoint, method, path, body in calls(routes_app, public=False):
+        if endpoint not in typed:
+            continue
+        text = json.dumps(body).replace('"noop"', '"alert.deadletter"')
+        response = open_(client, method, path, json.loads(text), ADMIN)
+        refused(response, method, 422, "validation_error")
+    assert count(app_state(routes_app).queue) == 0
+    assert client.get("/api/schedules", headers=ADMIN).get_json() == {"schedules": []}
