@@ -267,7 +267,11 @@ def erase_tenant(queue: Queue, tenant: str, *, batch_size: int = BATCH_SIZE) -> 
         schedules = schedule_store.delete_for_tenant(conn, tenant)
         processing = store.count_tenant_processing(conn, tenant)
     archive = Archive.from_settings(queue.settings)
-    archived = archive.erase_tenant(tenant) if archive is not None else 0
+    archived = 0
+    if archive is not None:
+        # Rewrites read, filter and write whole objects: two erases at once take turns.
+        with queue.single.connect() as conn, store.archive_lock(conn):
+            archived = archive.erase_tenant(tenant)
     result = EraseResult(deleted=deleted, schedules=schedules, processing=processing)
     # The tenant id is an identifier, not personal data; its rows are gone, only counts remain.
     log_event("tenant.erase", tenantId=tenant, archivedRows=archived, **result.model_dump())

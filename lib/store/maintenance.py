@@ -7,7 +7,8 @@ retried between the subquery and the delete is re-checked and kept.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -100,3 +101,19 @@ def trim_drains(conn: sa.Connection, older_than_seconds: int, limit: int) -> int
     old = drains.c.at < now_plus(conn.dialect.name, -float(older_than_seconds))
     stmt = sa.delete(drains).where(drains.c.id.in_(_batch(drains, old, limit)), old)
     return int(conn.execute(stmt).rowcount)
+
+
+@contextmanager
+def archive_lock(conn: sa.Connection) -> Iterator[None]:
+    """Hold Sluice's archive-rewrite lock on ``conn`` (an autocommit connection, so no transaction
+    stays open meanwhile) until the block ends; PostgreSQL only (a no-op on SQLite). Erases that
+    rewrite the same archive object one after another never undo each other's removals."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    key = {"key": "sluice.archive.rewrite"}
+    conn.execute(sa.text("SELECT pg_advisory_lock(hashtext(:key))"), key)
+    try:
+        yield
+    finally:
+        conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:key))"), key)

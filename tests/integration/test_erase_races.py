@@ -4,6 +4,7 @@ after the cleanup's object exists, and leaves none of the tenant's rows anywhere
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from lib import Queue, aws
+from lib import Queue, aws, retention
 from lib.retention import Archive, CleanupResult, EraseResult, cleanup, erase_tenant
 from tests.conftest import count
 from tests.integration.test_retention import BUCKET, DAY, archived_queue, archived_rows, make_job  # noqa: F401
@@ -86,3 +87,42 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
     _, rows = archived_rows()
     assert [row["id"] for row in rows] == [other]
     assert being_archived.isdisjoint(row["id"] for row in rows)
+
+
+def test_two_erases_rewriting_one_archive_object_take_turns(
+    archived_queue: Queue,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each erase reads an object, filters its tenant out and writes the rest back: run at once
+    on the same object, the second write would bring back the rows the first removed."""
+    q = archived_queue
+    if q.dialect != "postgresql":
+        pytest.skip("SQLite deployments have one machine; the lock is PostgreSQL's")
+    aws.client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
+    other = make_job(q, "completed", 2 * DAY, tenant="other")
+    for tenant in ("a", "b"):
+        make_job(q, "completed", 2 * DAY, tenant=tenant)
+    assert cleanup(q).archived == 3
+    assert len(archived_rows()[0]) == 1  # one object holds all three
+    both_read = threading.Barrier(2, timeout=1.0)
+    real_encode = retention.encode_rows
+
+    def slow_encode(rows: list[dict[str, Any]]) -> bytes:
+        # Between reading the object and writing it back: wait (a little) for the other erase.
+        # Broken after a second: the other erase is waiting for the lock and reads after this write.
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()
+        return real_encode(rows)
+
+    monkeypatch.setattr(retention, "encode_rows", slow_encode)
+    results: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda t=tenant: results.append(erase_tenant(q, t))) for tenant in ("a", "b")
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert len(results) == 2
+    _, rows = archived_rows()
+    assert [row["id"] for row in rows] == [other]
