@@ -268,7 +268,8 @@ for line in sys.stdin:
 
 @pytest.fixture(scope="module")
 def function(build: Build, tmp_path_factory: pytest.TempPathFactory) -> Function:
-    names = [p.name.removesuffix(".func") for p in (build.output / "functions").glob("*.func")]
+    functions = build.output / "functions"
+    names = [p.relative_to(functions).as_posix().removesuffix(".func") for p in functions.rglob("*.func")]
     assert len(names) == 1, f"one function expected, the build made {names}"
     return materialize(build, names[0], tmp_path_factory.mktemp("lambda") / "task")
 
