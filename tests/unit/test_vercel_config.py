@@ -58,7 +58,14 @@ RUNTIME_FILES = [
     "migrations/env.py",
     "pyproject.toml",
 ]
-NOT_SHIPPED = ["tests/unit/test_vercel_config.py", "bench/run.py", ".venv/bin/python", ".data/sluice.db"]
+NOT_SHIPPED = [
+    "tests/unit/test_vercel_config.py",
+    "bench/run.py",
+    ".venv/bin/python",
+    ".data/sluice.db",
+    ".pytest_cache/README.md",
+    ".github/workflows/process-jobs.yml",
+]
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +102,7 @@ def excluded(path: str, pattern: str) -> bool:
 def test_only_known_top_level_keys(config: dict[str, Any]) -> None:
     assert set(config) <= KNOWN_KEYS, set(config) - KNOWN_KEYS
     assert "builds" not in config and "routes" not in config
+    assert "regions" not in config and "functionFailoverRegions" not in config  # Pro's
 
 
 def test_the_flask_preset_is_pinned_and_nothing_rewrites(config: dict[str, Any]) -> None:
@@ -126,6 +134,8 @@ def test_functions_exist_and_have_sane_limits(config: dict[str, Any]) -> None:
         matched = [p for p in ROOT.glob(pattern) if p.is_file()]
         assert matched, f"functions pattern {pattern!r} matches no file"
         assert set(options) <= FUNCTION_KEYS, set(options) - FUNCTION_KEYS
+        # Hobby runs one region at a fixed memory size: choosing either is Pro's.
+        assert "memory" not in options and "regions" not in options
         duration = options["maxDuration"]
         assert type(duration) is int and 1 <= duration <= 60  # what Hobby allows without Fluid compute
         for key in ("includeFiles", "excludeFiles"):
