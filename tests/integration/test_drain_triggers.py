@@ -15,6 +15,7 @@ from api.index import create_app
 from lib import JobSpec, Queue
 from lib.config import Settings
 from lib.deployment import BYPASS_HEADER, OwnDeployment, own_deployment
+from lib.fanout import FanOut
 from tests.conftest import count
 from tests.integration.conftest import api_settings
 
@@ -118,3 +119,30 @@ def test_own_deployment_reads_vercels_system_environment(monkeypatch: pytest.Mon
 def test_jobs_public_url_must_be_http_or_https(bad: str) -> None:
     with pytest.raises(ValueError, match="JOBS_PUBLIC_URL must be an http"):
         Settings(jobs_public_url=bad)
+
+
+def test_on_vercel_fan_out_calls_this_deployment_with_the_bypass_secret(
+    db_url: str, queue: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[tuple[str, dict[str, str], int]] = []
+
+    def record(self: FanOut, calls: int) -> FanOut:
+        started.append((self.url, dict(self.headers), calls))
+        return self
+
+    monkeypatch.setattr(FanOut, "start", record)
+    queue.enqueue_many([JobSpec(type="noop") for _ in range(9)])
+    overrides = {"vercel_url": "sluice-abc123.vercel.app", "vercel_automation_bypass_secret": "byp"}
+    for client in client_for(db_url, **overrides):
+        summary = client.post(
+            "/api/jobs/process?maxJobs=3&fanOut=3&budgetMs=5000",
+            headers={**ADMIN, "Host": "attacker.example", "X-Forwarded-Host": "attacker.example"},
+        ).get_json()
+        assert summary["processed"] == 3
+    assert started == [
+        (
+            "https://sluice-abc123.vercel.app/api/jobs/process?maxJobs=3&budgetMs=5000",
+            {BYPASS_HEADER: "byp", "X-Api-Key": "k1"},
+            2,
+        )
+    ]
