@@ -9,6 +9,7 @@ from typing import Any, cast
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
+from lib.deployment import OwnDeployment, own_deployment
 from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
 from lib.models import (
@@ -43,6 +44,9 @@ from ._openapi import ApiDoc, path_param, query_param
 from ._state import current_queue, current_settings
 
 bp = Blueprint("jobs", __name__)
+
+# maxJobs of a drain called with an API key and no maxJobs (CRON_SECRET: JOBS_CRON_MAX_JOBS).
+DEFAULT_MAX_JOBS = 10
 
 
 class JobList(BaseModel):
@@ -128,13 +132,22 @@ def list_jobs() -> Response:
 @bp.route("/api/jobs/process", methods=["GET", "POST"])
 def process() -> Response:
     caller = require_admin(allow_cron=True)
-    max_jobs = query_int("maxJobs", 10, 1, 10_000)
-    budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
+    settings = current_settings()
+    # A cron tick is bounded by its budget; API callers keep the documented default of 10.
+    default_max = settings.jobs_cron_max_jobs if caller.role == "cron" else DEFAULT_MAX_JOBS
+    max_jobs = query_int("maxJobs", default_max, 1, 10_000)
+    budget_ms = query_int("budgetMs", settings.jobs_drain_budget_ms, 100, 800_000)
     fan_out = query_int("fanOut", 1, 1, MAX_FANOUT)
+    target = own_deployment(settings)
+    if fan_out > 1 and target is None:
+        raise invalid(
+            "fanOut",
+            "needs JOBS_PUBLIC_URL (or Vercel's VERCEL_URL) to call this app; a request's Host is never used",
+        )
     source: DrainSource = "cron" if caller.role == "cron" else "api"
     queue = current_queue()
     started = time.monotonic()
-    helpers = _start_fan_out(queue.backlog, fan_out, max_jobs, budget_ms)
+    helpers = _start_fan_out(target, queue.backlog, fan_out, max_jobs, budget_ms)
     summary = queue.drain(max_jobs=max_jobs, budget_ms=budget_ms, source=source)
     if helpers is not None:
         summary = merge(summary, helpers.wait().results, round((time.monotonic() - started) * 1000))
@@ -142,25 +155,18 @@ def process() -> Response:
 
 
 def _start_fan_out(
-    backlog: Callable[[], int], fan_out: int, max_jobs: int, budget_ms: int
+    target: OwnDeployment | None, backlog: Callable[[], int], fan_out: int, max_jobs: int, budget_ms: int
 ) -> FanOut | None:
     """Extra drains of this endpoint when the backlog is bigger than one drain; one level only
     (the extra calls carry FANOUT_HEADER) and with the caller's own credential."""
-    if fan_out <= 1 or request.headers.get(FANOUT_HEADER):
+    if target is None or fan_out <= 1 or request.headers.get(FANOUT_HEADER):
         return None
     calls = extra_calls(fan_out, backlog(), max_jobs)
     if not calls:
         return None
-    base = (current_settings().jobs_public_url or _own_base_url()).rstrip("/")
-    url = f"{base}/api/jobs/process?maxJobs={max_jobs}&budgetMs={budget_ms}"
+    url = f"{target.base_url}/api/jobs/process?maxJobs={max_jobs}&budgetMs={budget_ms}"
     credential = {k: v for k, v in request.headers.items() if k.lower() in ("x-api-key", "authorization")}
-    return FanOut(url, credential, timeout=budget_ms / 1000 + 15).start(calls)
-
-
-def _own_base_url() -> str:
-    # Behind Vercel's proxy the app sees http; the forwarded scheme is the one callers used.
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    return f"{scheme}://{request.host}"
+    return FanOut(url, {**target.headers, **credential}, timeout=budget_ms / 1000 + 15).start(calls)
 
 
 @bp.get("/api/jobs/status")
@@ -242,7 +248,11 @@ def document(doc: ApiDoc) -> None:
             ok={200: ("the job afterwards", Job)}, errors=(404, 409),
         )  # fmt: skip
     drain_params = (
-        query_param("maxJobs", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 10}, "jobs"),
+        query_param(
+            "maxJobs",
+            {"type": "integer", "minimum": 1, "maximum": 10_000, "default": DEFAULT_MAX_JOBS},
+            "jobs at most; with CRON_SECRET the default is JOBS_CRON_MAX_JOBS (1000)",
+        ),
         query_param(
             "budgetMs",
             {"type": "integer", "minimum": 100, "maximum": 800_000},
@@ -252,7 +262,9 @@ def document(doc: ApiDoc) -> None:
             "fanOut",
             {"type": "integer", "minimum": 1, "maximum": MAX_FANOUT, "default": 1},
             "when the backlog exceeds maxJobs, run up to this many drains at once by calling this "
-            "endpoint fanOut-1 more times with the same credential (one level deep); counts add up",
+            "endpoint fanOut-1 more times with the same credential (one level deep); counts add up. "
+            "The calls go to JOBS_PUBLIC_URL, else to the Vercel deployment's own URL; without either, "
+            "fanOut above 1 is 422",
         ),
     )
     for method in ("GET", "POST"):

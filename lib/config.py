@@ -45,8 +45,15 @@ class Settings(BaseSettings):
     jobs_cleanup_failed_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_cleanup_cancelled_seconds: int = Field(604_800, ge=0, le=3_153_600_000)
     jobs_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    # Where fan-out drains call this app (e.g. https://app.example.com); default: the request's host.
+    # Where this app calls itself (fan-out drains), e.g. https://app.example.com; on Vercel the default
+    # is the deployment's own URL (lib/deployment.py), never a host named by a request.
     jobs_public_url: str = ""
+    # maxJobs of a drain called with CRON_SECRET and no maxJobs: its time budget bounds a tick, not 10.
+    jobs_cron_max_jobs: int = Field(1000, ge=1, le=10_000)
+    # Set by Vercel on every deployment: its own host name (no scheme), e.g. sluice-abc123.vercel.app.
+    vercel_url: str = ""
+    # Set by Vercel when the project has "Protection Bypass for Automation": lets it call itself.
+    vercel_automation_bypass_secret: str = ""
     # Retention archive (lib/retention.py): rows are written to S3 before they are deleted.
     jobs_archive_s3_bucket: str = ""
     jobs_archive_s3_prefix: str = "sluice/archive"
@@ -120,6 +127,14 @@ class Settings(BaseSettings):
         value = value.strip()
         if value and not value.startswith(("https://", "http://")):
             raise ValueError("JOBS_ALERT_WEBHOOK_URL must be an http(s) URL")
+        return value
+
+    @field_validator("jobs_public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("https://", "http://")):
+            raise ValueError("JOBS_PUBLIC_URL must be an http(s) URL, e.g. https://app.example.com")
         return value
 
     @field_validator("jobs_archive_s3_prefix")
