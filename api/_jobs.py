@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
@@ -13,6 +13,8 @@ from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
 from lib.models import (
     JOB_STATUSES,
+    BulkRequest,
+    BulkResult,
     DrainSource,
     DrainSummary,
     Job,
@@ -40,6 +42,24 @@ from ._openapi import ApiDoc, path_param, query_param
 from ._state import current_queue, current_settings
 
 bp = Blueprint("jobs", __name__)
+
+
+class Attempt(BaseModel):
+    """One attempt of a job, as ``GET /api/jobs/<id>/attempts`` lists it."""
+
+    attempt: int
+    startedAt: str | None  # noqa: N815 - the wire name
+    finishedAt: str  # noqa: N815
+    durationMs: int | None  # noqa: N815
+    outcome: Literal["completed", "retried", "failed", "lease_expired", "released", "deferred"]
+    error: str | None
+    traceback: str | None
+
+
+class AttemptList(BaseModel):
+    """``{"attempts": [attempt, ...]}``, oldest first."""
+
+    attempts: list[Attempt]
 
 
 class JobList(BaseModel):
@@ -180,6 +200,27 @@ def retry_job(job_id: str) -> Response:
     return json_response(current_queue().retry(job_id, tenant=caller.tenant).to_wire())
 
 
+@bp.get("/api/jobs/<id:job_id>/attempts")
+def job_attempts(job_id: str) -> Response:
+    caller = require_key()
+    found = current_queue().attempts(job_id, tenant=caller.tenant)
+    return json_response({"attempts": [item.to_wire() for item in found]})
+
+
+@bp.post("/api/jobs/retry")
+def bulk_retry() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_retry(request_, tenant=caller.tenant)))
+
+
+@bp.post("/api/jobs/cancel")
+def bulk_cancel() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_cancel(request_, tenant=caller.tenant)))
+
+
 # -- OpenAPI ---------------------------------------------------------------------------------------
 
 
@@ -231,6 +272,20 @@ def document(doc: ApiDoc) -> None:
         doc.operation(
             "POST", f"/api/jobs/{{id}}/{verb}", summary=summary, auth="key", parameters=(job_id,),
             ok={200: ("the job afterwards", Job)}, errors=(404, 409),
+        )  # fmt: skip
+    doc.operation(
+        "GET", "/api/jobs/{id}/attempts", summary="A job's attempts, oldest first", auth="key",
+        parameters=(job_id,), ok={200: ("outcome, error and the handler's traceback of each attempt",
+        AttemptList)}, errors=(404,),
+        description="Tracebacks hold the handler's frames (at most 8,000 characters), never payload values.",
+    )  # fmt: skip
+    for verb, does in (("retry", "Retry failed and cancelled jobs"), ("cancel", "Cancel pending jobs")):
+        doc.operation(
+            "POST", f"/api/jobs/{verb}", summary=f"{does} in bulk, by filter", auth="key", body=BulkRequest,
+            example={"type": "email.send", "status": "failed", "dryRun": True},
+            ok={200: ("how many jobs matched, and how many changed (0 on a dry run)", BulkResult)},
+            description="At least one filter; every filter given must match. A tenant key acts on its "
+            "own jobs only (another tenantId is 403).",
         )  # fmt: skip
     drain_params = (
         query_param("maxJobs", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 10}, "jobs"),

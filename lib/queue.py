@@ -15,14 +15,29 @@ from .db import engine_from_settings
 from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
 from .jsontext import storable_json
-from .models import DrainSource, DrainSummary, Enqueued, Job, JobPage, JobSpec, JobStatus, QueueStatus
+from .models import (
+    BulkRequest,
+    BulkResult,
+    DrainSource,
+    DrainSummary,
+    Enqueued,
+    Job,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    QueueStatus,
+)
 from .ratelimit import enforce_tenant_quota
 from .registry import Registry
 from .registry import registry as default_registry
+from .store import attempts as attempt_store
 from .store import jobs as store
+from .store.attempts import AttemptRecord
 from .store.jobs import NewJob, new_id
 
 P = ParamSpec("P")
+# Named here: inside Queue, ``list`` is the method.
+AttemptList = list[AttemptRecord]
 R = TypeVar("R")
 
 
@@ -246,6 +261,43 @@ class Queue:
     @guarded
     def retry(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
         return self._transition(job_id, tenant, ("failed", "cancelled"), store.retry_values, "retried")
+
+    @guarded
+    def attempts(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> AttemptList:
+        """The job's attempts, oldest first; NotFound for a job the caller can't see."""
+        uid = parse_id(job_id)
+        with self.single.connect() as conn:
+            if store.get_job(conn, uid, tenant) is None:
+                raise NotFound(f"no job {str(job_id)!r}")
+            return attempt_store.list_attempts(conn, uid)
+
+    @guarded
+    def bulk_retry(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:
+        """Retry every failed or cancelled job the filters select (as retry() does, in bulk)."""
+        return self._bulk(request, tenant, ("failed", "cancelled"), store.retry_values)
+
+    @guarded
+    def bulk_cancel(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:
+        """Cancel every pending job the filters select."""
+        return self._bulk(request, tenant, ("pending",), store.cancel_values)
+
+    def _bulk(
+        self,
+        request: BulkRequest,
+        tenant: str | None,
+        allowed: tuple[JobStatus, ...],
+        values: Callable[[str], dict[str, Any]],
+    ) -> BulkResult:
+        if tenant is not None and request.tenant_id not in (None, tenant):
+            raise Forbidden("a tenant key may only act on its own tenant's jobs")
+        where = store.bulk_filters(request, tenant or request.tenant_id)
+        if where is None:
+            return BulkResult(matched=0, changed=0)
+        with self.engine.begin() as conn:
+            matched, changed = store.bulk_transition(
+                conn, where, allowed, None if request.dry_run else values(self.dialect), request.limit
+            )
+        return BulkResult(matched=matched, changed=changed)
 
     def _transition(
         self,

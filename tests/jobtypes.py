@@ -142,3 +142,14 @@ def sensitive(payload: Card) -> dict[str, Any]:
     """Its card and token are encrypted at rest; the handler sees them in plain text."""
     SENSITIVE_SEEN.append(payload.model_dump())
     return {"cardLength": len(payload.card)}
+
+
+def _check_length(length: int) -> None:
+    raise ValueError(f"length {length} is not allowed")
+
+
+@job("test.explode", max_attempts=2)
+def explode(payload: dict[str, Any]) -> None:
+    """Fails two frames deep with a payload value in a local variable (never in the traceback)."""
+    secret = payload["secret"]
+    _check_length(len(secret))

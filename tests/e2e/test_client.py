@@ -57,7 +57,7 @@ def test_enqueue_process_wait_and_read_back(served: tuple[str, str]) -> None:
     done = c.wait(job.id, timeout=5, poll=0.05)
     assert done.status == "completed"
     assert done.result == {"greeting": "hello ada", "attempt": 1}
-    assert done.progress == 50
+    assert done.progress == 100
     q = make_queue(url)
     assert count(q, "status = 'completed'") == 1
     q.engine.dispose()
