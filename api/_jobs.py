@@ -144,7 +144,7 @@ def process() -> Response:
     max_jobs = query_int("maxJobs", 10, 1, 10_000)
     budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
     fan_out = query_int("fanOut", 1, 1, MAX_FANOUT)
-    source: DrainSource = "cron" if caller.role == "cron" else "api"
+    source = _drain_source(caller.role)
     queue = current_queue()
     started = time.monotonic()
     helpers = _start_fan_out(queue.backlog, fan_out, max_jobs, budget_ms)
@@ -152,6 +152,17 @@ def process() -> Response:
     if helpers is not None:
         summary = merge(summary, helpers.wait().results, round((time.monotonic() - started) * 1000))
     return json_response(_dump(summary))
+
+
+def _drain_source(role: str) -> DrainSource:
+    """Who started this drain, as the history records it: a fan-out call of another drain, a
+    cron service (the cron secret, or Vercel Cron's user agent when it sends an API key, as the
+    dev server's emulator does), or an API caller."""
+    if request.headers.get(FANOUT_HEADER):
+        return "fanout"
+    if role == "cron" or request.headers.get("User-Agent", "").startswith("vercel-cron/"):
+        return "cron"
+    return "api"
 
 
 def _start_fan_out(

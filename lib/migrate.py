@@ -6,6 +6,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .db import create_sqlite_file
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -21,6 +23,8 @@ def alembic_config(connection: sa.Connection | None = None) -> object:
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     from alembic import command
 
+    if engine.dialect.name == "sqlite":
+        create_sqlite_file(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)  # type: ignore[arg-type]
 

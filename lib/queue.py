@@ -11,9 +11,9 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from .config import Settings, get_settings
-from .db import engine_from_settings
+from .db import engine_from_settings, explain
 from .drain import Drainer
-from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
+from .errors import Conflict, Forbidden, NotFound, SluiceError, Unavailable, ValidationError
 from .jsontext import storable_json
 from .models import (
     BulkRequest,
@@ -42,15 +42,19 @@ R = TypeVar("R")
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Database connection faults become Unavailable (the API's 503), never a bare driver error."""
+    """Database faults that say something about the setup become ConfigError (not migrated,
+    unknown database, authentication: the API's 503 not_configured), connection faults
+    Unavailable (503 unavailable); never a bare driver error."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise Unavailable("the database is unavailable; try again") from exc
         except sa.exc.DBAPIError as exc:
+            owner = args[0] if args and isinstance(args[0], Queue) else None
+            explained = explain(exc, owner.settings.database_url if owner else "")
+            if explained is not None:
+                raise explained from exc
             if exc.connection_invalidated:
                 raise Unavailable("the database connection was lost; try again") from exc
             raise
@@ -333,6 +337,18 @@ class Queue:
             return True
         except sa.exc.SQLAlchemyError:
             return False
+
+    def check_database(self) -> SluiceError | None:
+        """None when the database answers and is migrated; else what is wrong, as ConfigError
+        (the setup) or Unavailable (the connection). As cheap as a ping: one empty read."""
+        try:
+            with self.single.connect() as conn:
+                store.probe(conn)
+            return None
+        except sa.exc.SQLAlchemyError as exc:
+            return explain(exc, self.settings.database_url) or Unavailable(
+                "the database is unavailable; try again"
+            )
 
 
 def _refuse_repeated_keys(new: Sequence[NewJob]) -> None:

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from ..models import JOB_STATUSES, BulkRequest, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
-from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
+from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, attempts, drains, job_columns, jobs
+from ..schema import idle_drains as idle_drains_table
 from .clock import now, now_plus
 
 JOB_COLUMNS = job_columns()
@@ -335,6 +336,13 @@ def bulk_transition(
     return len(ids), changed
 
 
+def probe(conn: sa.Connection) -> None:
+    """Fails unless the database answers and holds the latest schema (the newest table and
+    column are named); reads no row."""
+    conn.execute(sa.select(jobs.c.step).where(sa.false()).limit(1)).all()
+    conn.execute(sa.select(attempts.c.id).where(sa.false()).limit(1)).all()
+
+
 def count_ready(conn: sa.Connection) -> int:
     dialect = conn.dialect.name
     stmt = sa.select(sa.func.count()).where(jobs.c.status == "pending", jobs.c.run_at <= now(dialect))
@@ -391,6 +399,11 @@ def _utc(value: datetime | str) -> datetime:
 
 
 def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> None:
+    """A history row for a drain that did something; one that found nothing is only counted
+    (per source), so the last row is always the last drain that did work."""
+    if not (summary.processed or summary.retried or summary.failed):
+        count_idle_drain(conn, source)
+        return
     conn.execute(
         sa.insert(drains).values(
             at=now(conn.dialect.name),
@@ -403,6 +416,26 @@ def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> Non
             stopped_by=summary.stopped_by,
         )
     )
+
+
+_IDLE_UPSERT = (
+    "INSERT INTO sluice_idle_drains (source, count, last_at) VALUES (:source, 1, {now}) "
+    "ON CONFLICT (source) DO UPDATE SET count = sluice_idle_drains.count + 1, last_at = excluded.last_at"
+)
+_IDLE_PG = sa.text(_IDLE_UPSERT.format(now="now()"))
+_IDLE_SQLITE = sa.text(_IDLE_UPSERT.format(now="strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"))
+
+
+def count_idle_drain(conn: sa.Connection, source: str) -> None:
+    statement = _IDLE_PG if conn.dialect.name == "postgresql" else _IDLE_SQLITE
+    conn.execute(statement, {"source": source})
+
+
+def idle_drains(conn: sa.Connection) -> dict[str, tuple[int, datetime]]:
+    """{source: (drains that found nothing, when the last of them ran)}."""
+    table = idle_drains_table
+    rows = conn.execute(sa.select(table.c.source, table.c.count, table.c.last_at))
+    return {source: (int(n), at) for source, n, at in rows}
 
 
 def last_drain(conn: sa.Connection) -> DrainRecord | None:
