@@ -25,9 +25,9 @@ EPILOG = """\
 exit codes:
   0    ok (a drain whose jobs failed is still 0: the drain itself worked)
   1    the operation failed (no such job or schedule, wrong state, ...)
-  2    usage, validation or configuration error (bad arguments, bad payload JSON,
-       unknown job type, a setting that cannot work, a handler module that does
-       not import, a database that is missing, not migrated or refuses the login)
+  2    usage or validation error, or configuration that cannot work (bad arguments,
+       bad payload JSON, unknown job type, an invalid setting, a handler module that
+       does not import, a database that is missing, not migrated or refuses the login)
   3    the database is unreachable
   130  interrupted (Ctrl-C)
 
