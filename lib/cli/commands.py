@@ -303,7 +303,12 @@ def bulk(args: argparse.Namespace) -> int:
         try:
             request = BulkRequest.model_validate(body, by_alias=True)
         except pydantic.ValidationError as exc:
-            raise invalid(exc, f"the {args.verb} filters are not valid") from None
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'filters'}: "
+                + err["msg"].removeprefix("Value error, ")
+                for err in exc.errors(include_url=False, include_input=False, include_context=False)
+            )
+            raise ValidationError(f"the {args.verb} filters are not valid: {problems}") from None
         result = queue.bulk_retry(request) if args.verb == "retry" else queue.bulk_cancel(request)
     if args.dry_run:
         done = "retried" if args.verb == "retry" else "cancelled"
