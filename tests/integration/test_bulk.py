@@ -32,7 +32,7 @@ def test_retry_by_type_and_status_with_a_dry_run_first(client: FlaskClient, queu
     assert queue.get(other.id).status == "failed"
 
 
-def test_cancel_by_ids_and_created_before_touches_pending_jobs_only(client: FlaskClient, queue: Queue) -> None:
+def test_cancel_by_ids_and_created_before_touches_pending_only(client: FlaskClient, queue: Queue) -> None:
     pending = [queue.enqueue("noop", {}, delay_seconds=3600) for _ in range(3)]
     done = queue.enqueue("test.greet", {"name": "ada"})
     queue.drain()
