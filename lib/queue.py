@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from .attempts import completed_attempt
 from .config import Settings, get_settings
 from .db import engine_from_settings, explain
 from .drain import Drainer
@@ -271,9 +272,12 @@ class Queue:
         """The job's attempts, oldest first; NotFound for a job the caller can't see."""
         uid = parse_id(job_id)
         with self.single.connect() as conn:
-            if store.get_job(conn, uid, tenant) is None:
+            job = store.get_job(conn, uid, tenant)
+            if job is None:
                 raise NotFound(f"no job {str(job_id)!r}")
-            return attempt_store.list_attempts(conn, uid)
+            found = attempt_store.list_attempts(conn, uid)
+        last = completed_attempt(job)
+        return found if last is None else [*found, last]
 
     @guarded
     def bulk_retry(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:

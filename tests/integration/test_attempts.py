@@ -57,6 +57,8 @@ def test_completed_deferred_and_permanent_attempts_are_named(client: FlaskClient
         return [(a["outcome"], a["error"]) for a in body["attempts"]]
 
     assert outcomes(done.id) == [("completed", None)]
+    # A completing attempt is read from the job row: no history row is written for it.
+    assert attempt_rows(queue, "outcome = 'completed'") == 0
     assert outcomes(later.id) == [("deferred", "RetryLater: not yet")]
     assert outcomes(permanent.id) == [("failed", "PermanentError: bad input, don't retry")]
     trace = client.get(f"/api/jobs/{permanent.id}/attempts", headers=ADMIN).get_json()["attempts"][0]
@@ -97,12 +99,13 @@ def test_attempts_are_scoped_like_the_job(client: FlaskClient, queue: Queue) -> 
 
 def test_attempts_go_with_their_job_on_cleanup_and_erase(queue: Queue) -> None:
     kept = queue.enqueue("test.fail", {}, max_attempts=1)
-    gone = queue.enqueue("test.greet", {"name": "ada"})
+    gone = queue.enqueue("test.later", {"seconds": 3600})
     erased = queue.enqueue("test.fail", {}, tenant_id="acme", max_attempts=1)
     queue.drain()
+    queue.cancel(gone.id)
     assert attempt_rows(queue) == 3
-    result = cleanup(queue, completed_older_than=0, failed_older_than=3600, cancelled_older_than=3600)
-    assert result.deleted["completed"] == 1
+    result = cleanup(queue, completed_older_than=3600, failed_older_than=3600, cancelled_older_than=0)
+    assert result.deleted["cancelled"] == 1
     assert attempt_rows(queue, f"job_id = '{_stored(queue, gone.id)}'") == 0
     erase_tenant(queue, "acme")
     assert attempt_rows(queue, f"job_id = '{_stored(queue, erased.id)}'") == 0
