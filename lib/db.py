@@ -121,7 +121,15 @@ def explain(exc: BaseException, url: str) -> SluiceError | None:
         return ConfigError(f'DATABASE_URL: authentication failed for user "{user}" on {where}')
     if "no password supplied" in text:
         return ConfigError(f"DATABASE_URL: the server at {where} wants a password and none is given")
-    return Unavailable(f"the database at {where} is unreachable ({first[:200]}); try again")
+    state_word = "unreachable" if _UNREACHABLE.search(text) else "unavailable"
+    return Unavailable(f"the database at {where} is {state_word} ({first[:200]}); try again")
+
+
+_UNREACHABLE = re.compile(
+    r"Connection refused|could not connect|timeout expired|timed out|could not translate host name|"
+    r"Name or service not known|nodename nor servname|No route to host|Network is unreachable",
+    re.IGNORECASE,
+)
 
 
 def _where(url: str) -> str:
