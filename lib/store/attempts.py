@@ -52,7 +52,8 @@ def _iso(moment: datetime | None) -> str | None:
 
 def record_attempts(conn: sa.Connection, rows: Sequence[AttemptRecord]) -> int:
     """Insert a batch's attempts in one statement, in the caller's transaction (the one that
-    writes the outcomes). Rows of jobs deleted meanwhile are skipped, never a foreign-key error."""
+    writes the outcomes). Rows of jobs deleted meanwhile are skipped: on PostgreSQL FOR KEY SHARE
+    waits for a delete under way, so no attempt outlives its job (an erased tenant's included)."""
     if not rows:
         return 0
     dialect = conn.dialect.name
@@ -89,7 +90,7 @@ _INSERT_PG = sa.text(
     SELECT v.j, v.a, v.s, v.f, v.o, v.e, v.t
     FROM json_to_recordset(CAST(:rows AS json))
       AS v(j uuid, a int, s timestamptz, f timestamptz, o text, e text, t text)
-    WHERE EXISTS (SELECT 1 FROM sluice_jobs WHERE id = v.j)
+    WHERE EXISTS (SELECT 1 FROM sluice_jobs WHERE id = v.j FOR KEY SHARE)
     """
 )
 _INSERT_SQLITE = sa.text(
@@ -102,6 +103,20 @@ _INSERT_SQLITE = sa.text(
     WHERE EXISTS (SELECT 1 FROM sluice_jobs WHERE id = json_extract(value, '$.j'))
     """
 )
+
+
+def delete_attempts(conn: sa.Connection, job_ids: Sequence[uuid.UUID]) -> int:
+    """The history of jobs being deleted, in the transaction that deletes them."""
+    if not job_ids:
+        return 0
+    if conn.dialect.name == "postgresql":
+        # One array parameter: an IN list of 1000 bound ids cost more than the delete itself.
+        ids = "{" + ",".join(map(str, job_ids)) + "}"  # array text: cheaper than adapting each UUID
+        return conn.execute(_DELETE_PG, {"ids": ids}).rowcount
+    return conn.execute(sa.delete(attempts).where(attempts.c.job_id.in_(job_ids))).rowcount
+
+
+_DELETE_PG = sa.text("DELETE FROM sluice_attempts WHERE job_id = ANY(CAST(:ids AS uuid[]))")
 
 
 def record_expired_leases(conn: sa.Connection) -> int:

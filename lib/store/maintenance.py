@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..schema import drains, jobs
+from .attempts import delete_attempts
 from .clock import now_plus
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -55,7 +56,9 @@ def _delete_batch(
 ) -> list[dict[str, Any]]:
     stmt = sa.delete(jobs).where(jobs.c.id.in_(_batch(jobs, where, limit)), where)
     returned = stmt.returning(*jobs.c) if full_rows else stmt.returning(jobs.c.id)
-    return [dict(row._mapping) for row in conn.execute(returned)]
+    rows = [dict(row._mapping) for row in conn.execute(returned)]
+    delete_attempts(conn, [row["id"] for row in rows])
+    return rows
 
 
 def delete_finished(

@@ -32,12 +32,7 @@ def upgrade() -> None:
     op.create_table(
         "sluice_attempts",
         sa.Column("id", BIGINT, primary_key=True),
-        sa.Column(
-            "job_id",
-            sa.Uuid(),
-            sa.ForeignKey("sluice_jobs.id", ondelete="CASCADE"),
-            nullable=False,
-        ),
+        sa.Column("job_id", sa.Uuid(), nullable=False),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("started_at", TIME),
         sa.Column("finished_at", TIME, nullable=False),
