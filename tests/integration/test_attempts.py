@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 
-from lib import Queue
+from lib import JobSpec, Queue
 from lib.retention import cleanup, erase_tenant
+from tests.conftest import drain_together, make_queue
 from tests.integration.test_api_endpoints import ADMIN, error_of
 
 TENANT = {"x-api-key": "ta"}
@@ -128,3 +129,27 @@ def test_step_text_is_on_the_job_and_a_completed_job_shows_100(client: FlaskClie
     assert client.post(f"/api/jobs/{job.id}/retry", headers=ADMIN).status_code == 409
     fresh = client.post("/api/jobs", json={"type": "noop"}, headers=ADMIN).get_json()
     assert fresh["step"] is None and fresh["progress"] is None
+
+
+def test_overlapping_drains_write_one_lease_expired_attempt_per_job(db_url: str, queue: Queue) -> None:
+    jobs = queue.enqueue_many([JobSpec(type="noop") for _ in range(50)])
+    with queue.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "UPDATE sluice_jobs SET status = 'processing', attempts = 1, started_at = created_at, "
+                "lease_expires_at = created_at"
+            )
+        )
+    queues = [make_queue(db_url) for _ in range(4)]
+    try:
+        drain_together(queues, max_jobs=100)
+    finally:
+        for q in queues:
+            q.engine.dispose()
+    assert attempt_rows(queue, "outcome = 'lease_expired'") == 50
+    with queue.engine.connect() as conn:
+        most = conn.execute(
+            sa.text("SELECT max(n) FROM (SELECT count(*) AS n FROM sluice_attempts GROUP BY job_id) AS t")
+        ).scalar_one()
+    assert most == 1
+    assert all(queue.get(job.id).status == "completed" for job in jobs)
