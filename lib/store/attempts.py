@@ -119,11 +119,18 @@ def delete_attempts(conn: sa.Connection, job_ids: Sequence[uuid.UUID]) -> int:
 _DELETE_PG = sa.text("DELETE FROM sluice_attempts WHERE job_id = ANY(CAST(:ids AS uuid[]))")
 
 
+_RECLAIM_TURN = sa.text("SELECT pg_advisory_xact_lock(hashtext('sluice.reclaim_expired'))")
+
+
 def record_expired_leases(conn: sa.Connection) -> int:
     """A ``lease_expired`` attempt for each job whose lease ran out; call it in the reclaim's
-    transaction, just before the reclaim. FOR UPDATE makes an overlapping drain wait and then
-    skip the jobs this one reclaims, so no attempt is written twice."""
+    transaction, just before the reclaim. On PostgreSQL overlapping drains take turns for this
+    and the reclaim (a transaction-scoped advisory lock: two drains locking the same expired rows
+    in different orders deadlocked), and FOR UPDATE (in id order) keeps the rows for the reclaim,
+    so no attempt is written twice. SQLite serialises writers anyway."""
     dialect = conn.dialect.name
+    if dialect == "postgresql":
+        conn.execute(_RECLAIM_TURN)
     clock = now(dialect)
     expired = sa.select(
         jobs.c.id,
@@ -134,7 +141,7 @@ def record_expired_leases(conn: sa.Connection) -> int:
         sa.literal(LEASE_EXPIRED),
     ).where(jobs.c.status == "processing", jobs.c.lease_expires_at < clock)
     if dialect == "postgresql":
-        expired = expired.with_for_update(of=jobs)
+        expired = expired.order_by(jobs.c.id).with_for_update(of=jobs)
     columns = ["job_id", "attempt", "started_at", "finished_at", "outcome", "error"]
     return conn.execute(sa.insert(attempts).from_select(columns, expired)).rowcount
 
