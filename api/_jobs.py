@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
@@ -16,6 +16,8 @@ from lib.models import (
     JOB_STATUSES,
     TENANT_ID,
     TENANT_ID_RULE,
+    BulkRequest,
+    BulkResult,
     DrainSource,
     DrainSummary,
     Job,
@@ -47,6 +49,24 @@ bp = Blueprint("jobs", __name__)
 
 # maxJobs of a drain called with an API key and no maxJobs (CRON_SECRET: JOBS_CRON_MAX_JOBS).
 DEFAULT_MAX_JOBS = 10
+
+
+class Attempt(BaseModel):
+    """One attempt of a job, as ``GET /api/jobs/<id>/attempts`` lists it."""
+
+    attempt: int
+    startedAt: str | None  # noqa: N815 - the wire name
+    finishedAt: str  # noqa: N815
+    durationMs: int | None  # noqa: N815
+    outcome: Literal["completed", "retried", "failed", "lease_expired", "released", "deferred"]
+    error: str | None
+    traceback: str | None
+
+
+class AttemptList(BaseModel):
+    """``{"attempts": [attempt, ...]}``, oldest first."""
+
+    attempts: list[Attempt]
 
 
 class JobList(BaseModel):
@@ -144,7 +164,7 @@ def process() -> Response:
             "fanOut",
             "needs JOBS_PUBLIC_URL (or Vercel's VERCEL_URL) to call this app; a request's Host is never used",
         )
-    source: DrainSource = "cron" if caller.role == "cron" else "api"
+    source = _drain_source(caller.role)
     queue = current_queue()
     started = time.monotonic()
     helpers = _start_fan_out(target, queue.backlog, fan_out, max_jobs, budget_ms)
@@ -152,6 +172,17 @@ def process() -> Response:
     if helpers is not None:
         summary = merge(summary, helpers.wait().results, round((time.monotonic() - started) * 1000))
     return json_response(_dump(summary))
+
+
+def _drain_source(role: str) -> DrainSource:
+    """Who started this drain, as the history records it: a fan-out call of another drain, a
+    cron service (the cron secret, or Vercel Cron's user agent when it sends an API key, as the
+    dev server's emulator does), or an API caller."""
+    if request.headers.get(FANOUT_HEADER):
+        return "fanout"
+    if role == "cron" or request.headers.get("User-Agent", "").startswith("vercel-cron/"):
+        return "cron"
+    return "api"
 
 
 def _start_fan_out(
@@ -191,6 +222,27 @@ def cancel_job(job_id: str) -> Response:
 def retry_job(job_id: str) -> Response:
     caller = require_key()
     return json_response(current_queue().retry(job_id, tenant=caller.tenant).to_wire())
+
+
+@bp.get("/api/jobs/<id:job_id>/attempts")
+def job_attempts(job_id: str) -> Response:
+    caller = require_key()
+    found = current_queue().attempts(job_id, tenant=caller.tenant)
+    return json_response({"attempts": [item.to_wire() for item in found]})
+
+
+@bp.post("/api/jobs/retry")
+def bulk_retry() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_retry(request_, tenant=caller.tenant)))
+
+
+@bp.post("/api/jobs/cancel")
+def bulk_cancel() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_cancel(request_, tenant=caller.tenant)))
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
@@ -246,6 +298,20 @@ def document(doc: ApiDoc) -> None:
         doc.operation(
             "POST", f"/api/jobs/{{id}}/{verb}", summary=summary, auth="key", parameters=(job_id,),
             ok={200: ("the job afterwards", Job)}, errors=(404, 409),
+        )  # fmt: skip
+    doc.operation(
+        "GET", "/api/jobs/{id}/attempts", summary="A job's attempts, oldest first", auth="key",
+        parameters=(job_id,), ok={200: ("outcome, error and the handler's traceback of each attempt",
+        AttemptList)}, errors=(404,),
+        description="Tracebacks hold the handler's frames (at most 8,000 characters), never payload values.",
+    )  # fmt: skip
+    for verb, does in (("retry", "Retry failed and cancelled jobs"), ("cancel", "Cancel pending jobs")):
+        doc.operation(
+            "POST", f"/api/jobs/{verb}", summary=f"{does} in bulk, by filter", auth="key", body=BulkRequest,
+            example={"type": "email.send", "status": "failed", "dryRun": True},
+            ok={200: ("how many jobs matched, and how many changed (0 on a dry run)", BulkResult)},
+            description="At least one filter; every filter given must match. A tenant key acts on its "
+            "own jobs only (another tenantId is 403).",
         )  # fmt: skip
     drain_params = (
         query_param(
