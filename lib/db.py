@@ -12,6 +12,9 @@ from sqlalchemy.pool import NullPool
 
 from .config import Settings
 
+# An execution option: transactions of an engine carrying it only read (see ``reader``).
+READ_ONLY = "sluice_read_only"
+
 
 def normalize_url(url: str) -> str:
     """postgres:// and postgresql:// (as Heroku, Neon and Supabase print them) → psycopg 3."""
@@ -62,10 +65,20 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
-        # fail with SQLITE_BUSY halfway, it waits its turn (busy_timeout) instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fail with SQLITE_BUSY halfway, it waits its turn (busy_timeout) instead. Readers take
+        # no lock: in WAL mode they see the last commit and never wait for a writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for reads only: autocommit on PostgreSQL (no BEGIN/COMMIT round trips), a
+    deferred BEGIN on SQLite (no write lock). Never write through it."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{READ_ONLY: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def engine_from_settings(settings: Settings) -> Engine:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from .config import Settings
 from .context import JobContext
+from .db import reader
 from .errors import PermanentError, RetryLater, ValidationError
 from .logs import event_line, log_event, log_lines, logger
 from .models import DrainSource, DrainSummary, StopReason
@@ -706,5 +707,5 @@ class Drainer:
             return store.set_checkpoint(conn, token, job_id, value)
 
     def _get_checkpoint(self, token: uuid.UUID, job_id: uuid.UUID) -> Any:
-        with self.engine.connect() as conn:
+        with reader(self.engine).connect() as conn:
             return store.get_checkpoint(conn, token, job_id)
