@@ -274,6 +274,11 @@ def _ago(instant: float | None, now_mono: float) -> float | None:
     return None if instant is None else round(max(0.0, now_mono - instant), 3)
 
 
+def _started_ago(outcome: Outcome, now_mono: float) -> float | None:
+    # An uncounted attempt (deferred) leaves started_at as it is: a rate limit gate cleared it.
+    return None if outcome.refund else _ago(outcome.started, now_mono)
+
+
 def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
     """Write outcomes in one fenced statement; returns what actually changed. ``startedAt`` and
     ``finishedAt`` become the database's now() less how long ago each happened here."""
@@ -288,7 +293,7 @@ def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Ou
             "errors": [o.error for o in outcomes],
             "delays": [o.delay for o in outcomes],
             "refunds": [o.refund for o in outcomes],
-            "started": [_ago(o.started, now_mono) for o in outcomes],
+            "started": [_started_ago(o, now_mono) for o in outcomes],
             "finished": [_ago(o.finished, now_mono) or 0.0 for o in outcomes],
             "token": token,
         }
@@ -340,7 +345,7 @@ def _record_sqlite(
                 o.error,
                 round(o.delay, 3),
                 o.refund,
-                _ago(o.started, now_mono),
+                _started_ago(o, now_mono),
                 _ago(o.finished, now_mono) or 0.0,
             ]
             for o in outcomes
