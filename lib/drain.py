@@ -77,9 +77,16 @@ def storable_text(text: str, limit: int) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
+# Frames of the drain and the registry that lead into every handler: not the handler's story.
+_OWN_FILES = frozenset({__file__, inspect.getfile(Registry)})
+
+
 def traceback_text(exc: BaseException) -> str:
     """The handler's frames (file, line, code), never local values; the end kept when too long."""
-    text = "".join(traceback.format_exception(exc))
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+        tb = tb.tb_next
+    text = "".join(traceback.format_exception(type(exc), exc, tb))
     return storable_text(text[-MAX_TRACEBACK_CHARS:], MAX_TRACEBACK_CHARS)
 
 
@@ -317,7 +324,7 @@ class _Runner(threading.Thread):
                 abandoned_threads.ended()
 
     def _run_jobs(self) -> None:
-        executor, lock = self.executor, self.lock
+        executor, lock, leases = self.executor, self.lock, self.leases
         for job in self.jobs:
             with lock:
                 if self.halted or self.orphaned or not self.budget.allows_another():
@@ -326,43 +333,47 @@ class _Runner(threading.Thread):
                 self.current, self.current_started = job, started
                 if started + job.timeout_seconds < self.watching_until:
                     self.wake.set()
-            verdict = self._may_start(job, started)
-            if verdict == "skip":
-                continue
-            if verdict == "stop":
-                return
-            outcome = executor.run(job, started)
-            line = executor.line(job, outcome) if executor.logging else None
-            with lock:
-                if self.abandoned:
-                    return
-                if not self.orphaned:
-                    self.budget.saw(time.monotonic() - started)
-                    self.done.append(outcome)
-                    if line is not None:
-                        self.lines.append(line)
-                    if len(self.done) == 1:
-                        self.first_done_at = time.monotonic()
-                        self.wake.set()
-                    elif len(self.done) >= FLUSH_JOBS:
-                        self.wake.set()
-                    self.current = None
+                covered = executor.start is None or leases.cover(job, started)
+                if covered:
+                    self.taken += 1
+            if not covered:
+                verdict = self._start(job)
+                if verdict == "skip":
                     continue
-            if executor.record_late is not None:
-                executor.record_late(outcome)
-            log_lines([line] if line else [])
-            return
+                if verdict == "stop":
+                    return
+            outcome = executor.run(job, started)
+            if not self._keep(outcome, executor.line(job, outcome) if executor.logging else None):
+                return
 
-    def _may_start(self, job: Claimed, started: float) -> Literal["run", "skip", "stop"]:
-        """Make sure the job's lease covers it from now on: "skip" when it is no longer ours,
-        "stop" when that can't be known (the job is left for the drain to give back)."""
-        start = self.executor.start
-        if start is None or self.leases.cover(job, started):
-            with self.lock:
-                self.taken += 1
-            return "run"
+    def _keep(self, outcome: Outcome, line: str | None) -> bool:
+        """Hand a finished outcome to the drain's thread; False: stop, the drain has moved on."""
+        with self.lock:
+            if self.abandoned:
+                return False
+            if not self.orphaned:
+                self.budget.saw(time.monotonic() - self.current_started)
+                self.done.append(outcome)
+                if line is not None:
+                    self.lines.append(line)
+                if len(self.done) == 1:
+                    self.first_done_at = time.monotonic()
+                    self.wake.set()
+                elif len(self.done) >= FLUSH_JOBS:
+                    self.wake.set()
+                self.current = None
+                return True
+        if self.executor.record_late is not None:
+            self.executor.record_late(outcome)
+        log_lines([line] if line else [])
+        return False
+
+    def _start(self, job: Claimed) -> Literal["run", "skip", "stop"]:
+        """The start write of a job its lease does not cover yet: "skip" when the job is no longer
+        ours, "stop" when that can't be known (the job is left for the drain to give back)."""
+        assert self.executor.start is not None
         try:
-            ours = start(job)
+            ours = self.executor.start(job)
         except sa.exc.SQLAlchemyError as exc:
             log_event("job.start_write_failed", jobId=str(job.id), error=error_text(exc))
             with self.lock:

@@ -222,6 +222,7 @@ def test_each_flush_hands_its_outcomes_to_the_flush_hook(queue: Queue) -> None:
     failed, completed = by_id[fail.id], by_id[done.id]
     assert (failed.kind, failed.attempt, failed.error) == ("retried", 1, "RuntimeError: boom")
     assert failed.traceback is not None and 'raise RuntimeError("boom")' in failed.traceback
+    assert failed.traceback.startswith("Traceback") and "lib/drain.py" not in failed.traceback
     assert (completed.kind, completed.attempt, completed.traceback) == ("completed", 1, None)
     for outcome in (failed, completed):
         assert outcome.started is not None and outcome.finished is not None
