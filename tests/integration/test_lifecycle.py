@@ -21,6 +21,8 @@ import sqlalchemy as sa
 
 from lib import JobSpec, Queue
 from lib.drain import FLUSH_SECONDS, abandoned_threads
+from lib.metrics import snapshot
+from lib.schedules import list_schedules
 from lib.store.claim import Outcome, Recorded
 from tests import workers
 from tests.conftest import count, make_queue
@@ -258,7 +260,8 @@ def test_abandoned_handler_threads_are_bounded_and_counted(
 
 
 def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path, sqlite_template: Path) -> None:
-    """A writer holding SQLite's write lock does not hold up get, list, status or the backlog."""
+    """A writer holding SQLite's write lock holds up no reader: get, list, status, the backlog,
+    the metrics' snapshot, the schedules."""
     import shutil
 
     path = tmp_path / "sluice.db"
@@ -274,6 +277,8 @@ def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path, sqlite_template: 
         assert [j.id for j in queue.list().jobs] == [job.id]
         assert queue.status().counts["pending"] == 1
         assert queue.backlog() == 1
+        assert snapshot(queue).status.ready == 1
+        assert list_schedules(queue) == []
         assert time.monotonic() - started < 5
     finally:
         writer.execute("ROLLBACK")
