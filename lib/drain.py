@@ -611,7 +611,11 @@ class Drainer:
                 if tally.processed >= max_jobs:
                     stopped = "maxJobs"
                     break
-                if not budget.allows_another() or abandoned_threads.full():
+                if not budget.allows_another():
+                    stopped = "budget"
+                    break
+                if abandoned_threads.full():
+                    log_event("drain.abandoned_threads_full", abandonedThreads=abandoned_threads.count)
                     stopped = "budget"
                     break
                 token = uuid.uuid4()

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import json
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,7 +54,8 @@ class Outcome:
     """How one attempt ended. ``pending`` = retry after ``delay``; ``refund`` uncounts the attempt.
 
     ``attempt``, ``started``/``finished`` (time.monotonic() of this process) and ``traceback`` are
-    what a per-attempt history needs; the flush turns the instants into database times."""
+    what a per-attempt history needs (the database's now() at the flush less how long ago an
+    instant was gives its database time)."""
 
     id: uuid.UUID
     status: Literal["completed", "pending", "failed"]
@@ -244,15 +244,12 @@ _RECORD_PG = sa.text(
       attempts = j.attempts - v.refund,
       run_at = CASE WHEN v.status = 'pending'
                     THEN now() + make_interval(secs => v.delay) ELSE j.run_at END,
-      started_at = COALESCE(now() - make_interval(secs => v.started_ago), j.started_at),
-      finished_at = CASE WHEN v.status = 'pending' THEN NULL
-                         ELSE now() - make_interval(secs => v.finished_ago) END,
+      finished_at = CASE WHEN v.status = 'pending' THEN NULL ELSE now() END,
       lease_expires_at = NULL,
       claim_token = NULL
     FROM unnest(CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:results AS jsonb[]),
-                CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:refunds AS int[]),
-                CAST(:started AS float8[]), CAST(:finished AS float8[]))
-         AS v(id, status, result, error, delay, refund, started_ago, finished_ago)
+                CAST(:errors AS text[]), CAST(:delays AS float8[]), CAST(:refunds AS int[]))
+         AS v(id, status, result, error, delay, refund)
     WHERE j.id = v.id AND j.claim_token = :token AND j.status = 'processing'
     RETURNING j.id, v.status
     """
@@ -268,23 +265,10 @@ _RECORD_PG_SUMMARY = sa.text(
 )
 
 
-def _ago(instant: float | None, now_mono: float) -> float | None:
-    """How long before the statement an instant of this process was, in whole milliseconds
-    (SQLite's date modifiers take plain decimals only)."""
-    return None if instant is None else round(max(0.0, now_mono - instant), 3)
-
-
-def _started_ago(outcome: Outcome, now_mono: float) -> float | None:
-    # An uncounted attempt (deferred) leaves started_at as it is: a rate limit gate cleared it.
-    return None if outcome.refund else _ago(outcome.started, now_mono)
-
-
 def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
-    """Write outcomes in one fenced statement; returns what actually changed. ``startedAt`` and
-    ``finishedAt`` become the database's now() less how long ago each happened here."""
+    """Write outcomes in one fenced statement; returns what actually changed."""
     if not outcomes:
         return Recorded(0, 0, [])
-    now_mono = time.monotonic()
     if conn.dialect.name == "postgresql":
         params = {
             "ids": [o.id for o in outcomes],
@@ -293,13 +277,11 @@ def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Ou
             "errors": [o.error for o in outcomes],
             "delays": [o.delay for o in outcomes],
             "refunds": [o.refund for o in outcomes],
-            "started": [_started_ago(o, now_mono) for o in outcomes],
-            "finished": [_ago(o.finished, now_mono) or 0.0 for o in outcomes],
             "token": token,
         }
         succeeded, retried, failed_ids = conn.execute(_RECORD_PG_SUMMARY, params).one()
         return Recorded(succeeded, retried, list(failed_ids))
-    return _record_sqlite(conn, token, outcomes, now_mono)
+    return _record_sqlite(conn, token, outcomes)
 
 
 # The same single statement on SQLite, the batch passed as one JSON array (json_each).
@@ -313,17 +295,13 @@ _RECORD_SQLITE = sa.text(
       run_at = CASE WHEN v.status = 'pending'
                     THEN strftime('%Y-%m-%d %H:%M:%f', 'now', v.delay || ' seconds') || '000'
                     ELSE sluice_jobs.run_at END,
-      started_at = COALESCE(strftime('%Y-%m-%d %H:%M:%f', 'now', (-v.started_ago) || ' seconds') || '000',
-                            sluice_jobs.started_at),
       finished_at = CASE WHEN v.status = 'pending' THEN NULL
-                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now', (-v.finished_ago) || ' seconds')
-                              || '000' END,
+                         ELSE strftime('%Y-%m-%d %H:%M:%f', 'now') || '000' END,
       lease_expires_at = NULL,
       claim_token = NULL
     FROM (SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS status,
                  json_extract(value, '$[2]') AS result, json_extract(value, '$[3]') AS error,
-                 json_extract(value, '$[4]') AS delay, json_extract(value, '$[5]') AS refund,
-                 json_extract(value, '$[6]') AS started_ago, json_extract(value, '$[7]') AS finished_ago
+                 json_extract(value, '$[4]') AS delay, json_extract(value, '$[5]') AS refund
           FROM json_each(:batch)) AS v
     WHERE sluice_jobs.id = v.id AND sluice_jobs.claim_token = :token
       AND sluice_jobs.status = 'processing'
@@ -332,9 +310,7 @@ _RECORD_SQLITE = sa.text(
 )
 
 
-def _record_sqlite(
-    conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome], now_mono: float
-) -> Recorded:
+def _record_sqlite(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
     # SQLite keeps UUIDs as 32 hex digits; delays are rounded so their text form is plain.
     batch = json.dumps(
         [
@@ -345,8 +321,6 @@ def _record_sqlite(
                 o.error,
                 round(o.delay, 3),
                 o.refund,
-                _started_ago(o, now_mono),
-                _ago(o.finished, now_mono) or 0.0,
             ]
             for o in outcomes
         ]
