@@ -51,8 +51,10 @@ T = TypeVar("T")
 Gate = Callable[[Claimed, JobType], float | None]
 # (write, read) of a handler's marker kept on the job across attempts, per claim token.
 Checkpoints = tuple[Callable[[uuid.UUID, uuid.UUID, Any], bool], Callable[[uuid.UUID, uuid.UUID], Any]]
-# Called in each flush's transaction with the claim token, the outcomes written (fenced: those
-# whose lease was taken over change nothing) and what they changed: per-attempt history goes here.
+# Called in each flush's transaction (and the late write of an overrun job) with the claim token,
+# the outcomes (fenced: those whose lease was taken over changed nothing) and what they changed:
+# per-attempt history goes here. Outcome.started/finished are time.monotonic() instants; the
+# database time of one is now() less (time.monotonic() at the flush - instant).
 FlushHook = Callable[[sa.Connection, uuid.UUID, Sequence[Outcome], Recorded], None]
 
 
@@ -307,9 +309,9 @@ class _Runner(threading.Thread):
         self.halted = False  # the drain's thread wants no more jobs started
         self.abandoned = False  # timed out: the drain recorded its failure, drop the late result
         self.orphaned = False  # budget ran out mid-job: it keeps its lease and records itself
-        # Wakes the drain's thread early: when the runner ends, when outcomes start to wait or
-        # fill a flush, or when a job starts whose deadline comes before the one it waits for
-        # (only then: waking per job costs 5% of a fast drain).
+        # Wakes the drain's thread early: when the runner ends, when outcomes fill a flush, or
+        # when a job starts whose deadline comes before the one it waits for (only then: waking
+        # per job costs 5% of a fast drain).
         self.wake = threading.Event()
         self.watching_until = 0.0
 
@@ -352,13 +354,14 @@ class _Runner(threading.Thread):
             if self.abandoned:
                 return False
             if not self.orphaned:
-                self.budget.saw(time.monotonic() - self.current_started)
+                finished = outcome.finished or 0.0
+                self.budget.saw(finished - self.current_started)
                 self.done.append(outcome)
                 if line is not None:
                     self.lines.append(line)
                 if len(self.done) == 1:
-                    self.first_done_at = time.monotonic()
-                    self.wake.set()
+                    # No wake-up for this: the drain's thread looks at least every FLUSH_SECONDS.
+                    self.first_done_at = finished
                 elif len(self.done) >= FLUSH_JOBS:
                     self.wake.set()
                 self.current = None
@@ -468,6 +471,7 @@ class _Batch:
         self.leases, self.budget, self.tally, self.executor = leases, budget, tally, executor
         self.interval = leases.interval(jobs)
         self.next_renewal = leases.renewed_at + self.interval
+        self.unwritten: list[Outcome] = []
 
     def run(self) -> list[Claimed]:
         """Run the batch; returns the jobs never started (to give back). A job still running when
@@ -535,16 +539,19 @@ class _Batch:
                         return "timeout", job, started
                     runner.orphaned = True
                     return "overrun", job, started
-            wake_at = min(limit, self.next_renewal)
-            if pending:
-                wake_at = min(wake_at, first_at + FLUSH_SECONDS)
+            # Outcomes that start to wait don't wake this thread: it looks every FLUSH_SECONDS.
+            wake_at = min(limit, self.next_renewal, (first_at if pending else now) + FLUSH_SECONDS)
             runner.wake.wait(max(0.0, wake_at - time.monotonic()))
 
     def _flush(self, outcomes: list[Outcome], lines: list[str]) -> None:
-        """Record finished outcomes (retried once on a fresh connection), then their side effects."""
+        """Record finished outcomes (retried once on a fresh connection), then their side effects.
+        Outcomes stay in ``unwritten`` until written, for a salvage after an interruption."""
+        self.unwritten.extend(outcomes)
+        outcomes = self.unwritten
         if outcomes:
             token, drainer = self.token, self.drainer
             recorded = self.link.write(lambda conn: drainer.record(conn, token, outcomes), retry=True)
+            self.unwritten = []
             tally = self.tally
             tally.processed += len(outcomes)
             tally.succeeded += recorded.succeeded

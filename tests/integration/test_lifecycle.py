@@ -234,6 +234,29 @@ def test_each_flush_hands_its_outcomes_to_the_flush_hook(queue: Queue) -> None:
     assert job.started_at <= job.finished_at
 
 
+def test_an_interrupted_drain_records_what_finished_and_gives_back_the_rest(queue: Queue) -> None:
+    """Ctrl-C (or SystemExit) in the drain's own thread stops the drain: what finished is
+    recorded, what never started is given back uncounted, the job in flight keeps its lease."""
+    calls: list[int] = []
+
+    def interrupt_once(
+        conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome], _: Recorded
+    ) -> None:
+        calls.append(len(outcomes))
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    queue.drainer.on_flush = interrupt_once
+    jobs = [queue.enqueue("test.sleep", {"seconds": 0.4}, priority=9 - i) for i in range(3)]
+    with pytest.raises(KeyboardInterrupt):
+        queue.drain(max_jobs=10)
+    first, second, third = (queue.get(job.id) for job in jobs)
+    assert (first.status, first.attempts) == ("completed", 1)
+    assert (second.status, second.attempts) == ("processing", 1)
+    assert (third.status, third.attempts, third.started_at) == ("pending", 0, None)
+    assert calls == [1, 1]
+
+
 # -- abandoned handler threads ----------------------------------------------------------------------------
 
 
