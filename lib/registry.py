@@ -51,7 +51,9 @@ class JobType:
     # Top-level payload fields encrypted at rest (lib/crypto.py), decrypted only for the handler.
     sensitive: tuple[str, ...] = ()
 
-    def validate_payload(self, payload: dict[str, Any], settings: Settings | None = None) -> dict[str, Any]:
+    def validate_payload(
+        self, payload: dict[str, Any], settings: Settings | None = None
+    ) -> dict[str, Any]:
         """The payload as it will be stored, or ValidationError naming the bad fields."""
         if self.payload_model is not None:
             try:

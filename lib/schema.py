@@ -44,7 +44,6 @@ class JSONDoc(sa.types.TypeDecorator[Any]):
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.JSON())
 
-
 metadata = sa.MetaData()
 
 jobs = sa.Table(

@@ -28,6 +28,8 @@ STATUS_KEYS = ["counts", "ready", "scheduled", "oldestReadyAgeSeconds", "byType"
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
+
+
 def enqueue(client: FlaskClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
     response = client.post("/api/jobs", json=body, headers=headers or ADMIN)
     assert response.status_code == 201, response.get_json()

@@ -24,6 +24,8 @@ SCHEDULE_KEYS = {
 }  # fmt: skip
 
 
+
+
 def error(response: Any) -> dict[str, Any]:
     body: dict[str, Any] = response.get_json()["error"]
     return body
