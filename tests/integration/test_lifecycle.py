@@ -9,6 +9,7 @@ import math
 import os
 import signal
 import sqlite3
+import threading
 import time
 import uuid
 from collections import Counter
@@ -20,13 +21,17 @@ import pytest
 import sqlalchemy as sa
 
 from lib import JobSpec, Queue
-from lib.drain import FLUSH_SECONDS, abandoned_threads
+from lib.drain import FLUSH_SECONDS, Leases, abandoned_threads
 from lib.metrics import snapshot
 from lib.schedules import list_schedules
+from lib.schema import jobs
+from lib.store import claim
 from lib.store.claim import Outcome, Recorded
+from lib.store.clock import now_plus
 from tests import workers
 from tests.conftest import count, make_queue
-from tests.integration.test_crashes import expired_leases, wait_for
+from tests.integration.test_crashes import db_now, expired_leases, wait_for
+from tests.jobtypes import GATES
 
 NO_RETRY_SOON = {"strategy": "fixed", "delaySeconds": 600}
 
@@ -125,6 +130,72 @@ def test_jobs_late_in_a_held_batch_are_never_reclaimed(db_url: str, tmp_path: Pa
     assert deliveries == dict.fromkeys(ids, 1)
     assert count(queue, "status = 'completed' AND attempts = 1 AND last_error IS NULL") == 8
     queue.engine.dispose()
+
+
+# -- leases: held while waiting, set at start -------------------------------------------------------
+
+
+def lease_left(queue: Queue, job_id: str) -> float:
+    """Seconds until the job's lease runs out, by the database clock."""
+    with queue.engine.connect() as conn:
+        lease = conn.execute(
+            sa.select(jobs.c.lease_expires_at).where(jobs.c.id == uuid.UUID(job_id))
+        ).scalar_one()
+    return float((lease - db_now(queue)).total_seconds())
+
+
+def test_a_long_job_is_leased_for_its_whole_timeout_from_its_start(queue: Queue) -> None:
+    """Timeout 300 s, grace 30 s: a claimed job waiting its turn is held for 120 + 30 s (a dead
+    drain gives it back that soon); the one that started is leased for 300 + 30 s from its start."""
+    gates = {
+        name: GATES.setdefault(name, threading.Event()) for name in (f"a-{uuid.uuid4()}", f"b-{uuid.uuid4()}")
+    }
+    first, second = (
+        queue.enqueue("test.gate", {"gate": name}, timeout_seconds=300, priority=9 - i)
+        for i, name in enumerate(gates)
+    )
+    drain = threading.Thread(target=queue.drain, kwargs={"max_jobs": 2})
+    drain.start()
+    try:
+        wait_for(lambda: count(queue, "status = 'processing'") == 2, what="the claim")
+        wait_for(lambda: lease_left(queue, first.id) > 320, seconds=5, what="the start write")
+        assert 320 < lease_left(queue, first.id) <= 330
+        assert 140 < lease_left(queue, second.id) <= 150
+    finally:
+        for gate in gates.values():
+            gate.set()
+        drain.join(30)
+    assert count(queue, "status = 'completed' AND attempts = 1") == 2
+
+
+def test_a_job_taken_over_before_it_starts_is_not_run(
+    queue: Queue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a batch's leases may have lapsed (renewals late), a job's start write is fenced:
+    one another drain took meanwhile is skipped, neither run nor recorded by this drain."""
+    monkeypatch.setattr(Leases, "cover", lambda self, job, at: False)  # every start writes
+    name = f"hold-{uuid.uuid4()}"
+    gate = GATES[name] = threading.Event()
+    path = tmp_path / "runs.log"
+    held = queue.enqueue("test.gate", {"gate": name}, priority=9)
+    taken = queue.enqueue("test.record", {"file": str(path)})
+    summaries: list[Any] = []
+    drain = threading.Thread(target=lambda: summaries.append(queue.drain(max_jobs=2)))
+    drain.start()
+    try:
+        wait_for(lambda: count(queue, "status = 'processing'") == 2, what="the claim")
+        with queue.engine.begin() as conn:  # the lease ran out; another drain reclaims and claims it
+            stmt = sa.update(jobs).where(jobs.c.id == uuid.UUID(taken.id))
+            conn.execute(stmt.values(lease_expires_at=now_plus(queue.dialect, -60)))
+            assert claim.reclaim_expired(conn).retried == 1
+            assert [job.id for job in claim.claim_batch(conn, 10, uuid.uuid4(), 30)] == [uuid.UUID(taken.id)]
+    finally:
+        gate.set()
+        drain.join(30)
+    assert runs(path) == []
+    assert (summaries[0].processed, summaries[0].succeeded) == (1, 1)
+    assert queue.get(held.id).status == "completed"
+    assert (queue.get(taken.id).status, queue.get(taken.id).attempts) == ("processing", 2)
 
 
 # -- what a handler raises, what a deployment lacks ---------------------------------------------------
