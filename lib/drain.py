@@ -4,8 +4,9 @@ record outcomes as jobs finish → give back what never started, within maxJobs 
 Threads: a *runner* runs a batch's handlers one after another; the drain's own thread supervises
 it on the drain's one connection: it gives up on a handler at its timeout (watchdog), writes
 finished outcomes in small time-boxed flushes (completer) and keeps the batch's leases renewed
-(keeper). A process killed at any instruction replays at most the job in flight and the outcomes
-of the last unflushed window; everything else is either recorded or still leased to nobody.
+(keeper). A process killed at any instruction replays at most the job in flight and the jobs of
+the last unflushed window; every other job is recorded, or was never started and comes back when
+its (short) lease runs out.
 """
 
 from __future__ import annotations
@@ -472,6 +473,7 @@ class _Batch:
         self.interval = leases.interval(jobs)
         self.next_renewal = leases.renewed_at + self.interval
         self.unwritten: list[Outcome] = []
+        self.held_threads = 0  # abandoned handler threads in this process, at the last timeout
 
     def run(self) -> list[Claimed]:
         """Run the batch; returns the jobs never started (to give back). A job still running when
@@ -494,13 +496,12 @@ class _Batch:
                 log_event("job.overrun", jobId=str(job.id), type=job.type)
                 self._flush(outcomes, lines)
                 return rest
-            held = abandoned_threads.add()
             log_event(
                 "job.timeout",
                 jobId=str(job.id),
                 type=job.type,
                 timeoutSeconds=job.timeout_seconds,
-                abandonedThreads=held,
+                abandonedThreads=self.held_threads,
             )
             self._flush([*outcomes, Executor.timed_out(job, started)], lines)
             todo = rest
@@ -534,6 +535,8 @@ class _Batch:
                     if runner.current is not job or runner.finished:
                         continue
                     if now >= started + job.timeout_seconds:
+                        # Counted before the runner can see the flag and count its own end.
+                        self.held_threads = abandoned_threads.add()
                         runner.abandoned = True
                         self.budget.saw(float(job.timeout_seconds))
                         return "timeout", job, started
