@@ -78,7 +78,7 @@ class Queue:
 
     @functools.cached_property
     def single(self) -> sa.Engine:
-        """For one-statement writes and plain reads: autocommit on PostgreSQL, which saves the
+        """For one-statement writes (reads use ``reader``): autocommit on PostgreSQL, which saves the
         BEGIN and COMMIT round trips (half of a single enqueue's). SQLite keeps its transactions:
         its BEGIN IMMEDIATE is what serialises writers."""
         if self.dialect == "postgresql":
