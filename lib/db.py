@@ -19,6 +19,9 @@ from .errors import ConfigError, SluiceError, Unavailable
 MIGRATE_HINT = "run `python -m lib migrate`"
 NOT_MIGRATED = f"the database is not migrated (or not to the latest revision): {MIGRATE_HINT}"
 
+# An execution option: transactions of an engine carrying it only read (see ``reader``).
+READ_ONLY = "sluice_read_only"
+
 
 def normalize_url(url: str) -> str:
     """postgres:// and postgresql:// (as Heroku, Neon and Supabase print them) → psycopg 3."""
@@ -88,8 +91,10 @@ def _sqlite_engine(url: str) -> Engine:
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         # IMMEDIATE takes the write lock up front: a read-then-write transaction can then never
-        # fail with SQLITE_BUSY halfway, it waits its turn (busy_timeout) instead.
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # fail with SQLITE_BUSY halfway, it waits its turn (busy_timeout) instead. Readers take
+        # no lock: in WAL mode they see the last commit and never wait for a writer.
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 
@@ -148,6 +153,14 @@ def _sqlite_missing(url: str) -> str:
     if not path.exists():
         return f"DATABASE_URL: there is no SQLite database at {path}; {MIGRATE_HINT} to create it"
     return f"DATABASE_URL: the SQLite file {path} cannot be opened (check its permissions)"
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for reads only: autocommit on PostgreSQL (no BEGIN/COMMIT round trips), a
+    deferred BEGIN on SQLite (no write lock). Never write through it."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{READ_ONLY: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def engine_from_settings(settings: Settings) -> Engine:

@@ -34,7 +34,7 @@ class Snapshot:
 @guarded
 def snapshot(queue: Queue) -> Snapshot:
     """Everything a scrape reports, read on one connection."""
-    with queue.engine.connect() as conn:
+    with queue.reader.connect() as conn:
         status = job_store.queue_status(conn, None)
         drains = metrics_store.drain_stats(conn, DRAIN_WINDOW_SECONDS, DRAIN_DURATION_BUCKETS)
     return Snapshot(status, drains, tuple(job_type.name for job_type in queue.registry))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from .attempts import completed_attempt
 from .config import Settings, get_settings
-from .db import engine_from_settings, explain
+from .db import engine_from_settings, explain, reader
 from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, SluiceError, Unavailable, ValidationError
 from .jsontext import storable_json
@@ -98,12 +98,17 @@ class Queue:
 
     @functools.cached_property
     def single(self) -> sa.Engine:
-        """For one-statement writes and plain reads: autocommit on PostgreSQL, which saves the
+        """For one-statement writes (reads use ``reader``): autocommit on PostgreSQL, which saves the
         BEGIN and COMMIT round trips (half of a single enqueue's). SQLite keeps its transactions:
         its BEGIN IMMEDIATE is what serialises writers."""
         if self.dialect == "postgresql":
             return self.engine.execution_options(isolation_level="AUTOCOMMIT")
         return self.engine
+
+    @functools.cached_property
+    def reader(self) -> sa.Engine:
+        """For reads only (get, list, status, metrics): on SQLite they take no write lock."""
+        return reader(self.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Queue:
@@ -224,14 +229,14 @@ class Queue:
     @guarded
     def backlog(self) -> int:
         """Ready pending jobs: what a drain would find now."""
-        with self.single.connect() as conn:
+        with self.reader.connect() as conn:
             return store.count_ready(conn)
 
     # -- read and administer -----------------------------------------------------------------
 
     @guarded
     def get(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
-        with self.single.connect() as conn:
+        with self.reader.connect() as conn:
             job = store.get_job(conn, parse_id(job_id), tenant)
         if job is None:
             raise NotFound(f"no job {str(job_id)!r}")
@@ -255,7 +260,7 @@ class Queue:
                 raise ValidationError(
                     "cursor is not valid", [{"loc": "cursor", "msg": "not a cursor"}]
                 ) from None
-        with self.single.connect() as conn:
+        with self.reader.connect() as conn:
             page, nxt = store.list_jobs(
                 conn, status=status, type=type, tenant=tenant, limit=limit, before=before
             )
@@ -332,13 +337,13 @@ class Queue:
 
     @guarded
     def status(self, *, tenant: str | None = None) -> QueueStatus:
-        with self.single.connect() as conn:
+        with self.reader.connect() as conn:
             return store.queue_status(conn, tenant)
 
     def ping(self) -> bool:
         """True when the database answers a trivial query."""
         try:
-            with self.single.connect() as conn:
+            with self.reader.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
             return True
         except sa.exc.SQLAlchemyError:

@@ -328,7 +328,7 @@ def put_schedule(
 
 @guarded
 def get_schedule(queue: Queue, name: str) -> Schedule:
-    with queue.engine.connect() as conn:
+    with queue.reader.connect() as conn:
         row = store.get(conn, name) if NAME.fullmatch(name) else None
     if row is None:
         raise NotFound(f"no schedule {name!r}")
@@ -338,7 +338,7 @@ def get_schedule(queue: Queue, name: str) -> Schedule:
 @guarded
 def list_schedules(queue: Queue) -> list[Schedule]:
     """Every schedule, sorted by name."""
-    with queue.engine.connect() as conn:
+    with queue.reader.connect() as conn:
         return [_schedule(row) for row in store.list_all(conn)]
 
 

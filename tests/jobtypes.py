@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -47,10 +49,31 @@ def sleep(payload: dict[str, Any]) -> str:
 
 @job("test.record")
 def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Appends '<job id> <attempt> <pid>' to a file: the proof of how often each job ran."""
+    """Appends '<job id> <attempt> <pid>' to a file: the proof of how often each job ran; then
+    takes ``seconds`` (default 0) to finish."""
     with open(payload["file"], "a") as fh:
         fh.write(f"{ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+    time.sleep(float(payload.get("seconds", 0)))
     return {"pid": os.getpid()}
+
+
+async def _cancelled() -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().call_soon(task.cancel)
+    await asyncio.sleep(10)
+
+
+@job("test.base_exception")
+def base_exception(payload: dict[str, Any]) -> Any:
+    """Raises what is not an Exception: SystemExit, KeyboardInterrupt, or (an async handler) a
+    cancelled task's CancelledError."""
+    kind = payload["kind"]
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    return _cancelled()
 
 
 @job("test.unserialisable")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import time
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
@@ -44,6 +45,16 @@ def drain_until_empty(url: str, overrides: dict[str, Any], start: Barrier, resul
 def drain_once(url: str, overrides: dict[str, Any], max_jobs: int) -> None:
     """One drain; the crash tests SIGKILL this process while its handler runs."""
     _queue(url, overrides).drain(max_jobs=max_jobs, budget_ms=60_000)
+
+
+def drain_for(url: str, overrides: dict[str, Any], seconds: float, max_jobs: int) -> None:
+    """Drain again and again for ``seconds``: other cron pings, kicks and fan-out calls."""
+    queue = _queue(url, overrides)
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        queue.drain(max_jobs=max_jobs, budget_ms=1000)
+        time.sleep(0.05)
+    queue.engine.dispose()
 
 
 def start(target: Any, *args: Any, context: Any = SPAWN) -> mp.process.BaseProcess:

@@ -8,6 +8,7 @@ with the original Host header and TLS name, and never follow redirects.
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import hmac
 import json
@@ -29,6 +30,8 @@ from ..retry import Backoff
 
 if TYPE_CHECKING:
     import ssl
+
+    from _typeshed import ReadableBuffer, WriteableBuffer
 
 USER_AGENT = "Sluice/0.1"
 RESULT_BODY_CHARS = 1000
@@ -282,28 +285,82 @@ def time_left(deadline: float) -> float:
     return left
 
 
+def _arm(sock: socket.socket, deadline: float | None) -> None:
+    if deadline is not None:
+        sock.settimeout(time_left(deadline))
+
+
+class DeadlineSocket(socket.socket):
+    """A socket whose every send and receive waits only for what is left of the attempt: a
+    per-call timeout alone lets a server that drips one byte at a time hold it for ever."""
+
+    deadline: float | None = None
+
+    def recv_into(self, buffer: WriteableBuffer, nbytes: int = 0, flags: int = 0) -> int:
+        _arm(self, self.deadline)
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        _arm(self, self.deadline)
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+        _arm(self, self.deadline)
+        super().sendall(data, flags)
+
+
+@functools.cache
+def _deadline_tls_socket() -> type[ssl.SSLSocket]:
+    import ssl  # lazy: plain-http deliveries never pay for ssl's import
+
+    class DeadlineTLSSocket(ssl.SSLSocket):
+        """DeadlineSocket for TLS: the record layer reads through these methods too."""
+
+        deadline: float | None = None
+
+        def recv_into(self, buffer: WriteableBuffer, nbytes: int | None = None, flags: int = 0) -> int:
+            _arm(self, self.deadline)
+            return super().recv_into(buffer, nbytes, flags)
+
+        def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+            _arm(self, self.deadline)
+            return super().recv(buflen, flags)
+
+        def sendall(self, data: ReadableBuffer, flags: int = 0) -> None:
+            _arm(self, self.deadline)
+            super().sendall(data, flags)
+
+    return DeadlineTLSSocket
+
+
 def tls_context() -> ssl.SSLContext:
     import ssl
 
-    return ssl.create_default_context()
+    context = ssl.create_default_context()
+    context.sslsocket_class = _deadline_tls_socket()
+    return context
 
 
 def open_socket(
     target: Target, addresses: list[ssrf.Address], deadline: float, tls: ssl.SSLContext | None
 ) -> socket.socket:
-    """A connected (and for https, TLS-wrapped) socket to the first checked address that answers."""
+    """A connected (and for https, TLS-wrapped) socket to the first checked address that answers;
+    each of its reads and writes ends at ``deadline`` at the latest."""
     error: OSError | None = None
     for address in addresses:
-        sock = socket.socket(address.family, socket.SOCK_STREAM)
+        sock = DeadlineSocket(address.family, socket.SOCK_STREAM)
         try:
             sock.settimeout(time_left(deadline))
             sock.connect(address.sockaddr)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.deadline = deadline
             if tls is None:
                 return sock
             sock.settimeout(time_left(deadline))
             # SNI and certificate checks use the URL's host name, not the address we dialled.
-            return tls.wrap_socket(sock, server_hostname=target.host)
+            wrapped = tls.wrap_socket(sock, server_hostname=target.host)
+            wrapped.deadline = deadline  # type: ignore[attr-defined]
+            return wrapped
         except TimeoutError:
             sock.close()
             raise
@@ -328,9 +385,7 @@ def exchange(target: Target, addresses: list[ssrf.Address], request: Request, de
     conn.sock = sock
     try:
         conn.request(request.method, target.path, body=request.body, headers=request.headers)
-        sock.settimeout(time_left(deadline))
         answer = conn.getresponse()
-        sock.settimeout(time_left(deadline))
         raw = answer.read(MAX_READ_BYTES)
         text = excerpt(raw, answer.headers.get_content_charset())
         return Response(answer.status, answer.reason, answer.getheader("Location"), text)

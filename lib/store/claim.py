@@ -1,7 +1,12 @@
-"""The drain's statements: reclaim, claim a batch, record outcomes, release. A few per batch.
+"""The drain's statements: reclaim, claim a batch, start, renew leases, record outcomes, release.
 
 Every write after a claim is fenced on id + claim_token + status='processing', so a worker whose
 lease expired and was taken over changes nothing.
+
+Leases: a claim holds each job for min(timeout, HOLD_SECONDS) + grace; the drain renews the leases
+of what it still holds while it runs, and a job whose timeout is longer than that hold (or whose
+lease was last renewed too long ago) gets its own start write, so from its start a job's lease
+always covers its whole timeout plus at least half the grace.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from ..schema import JSONDoc, jobs
 from .clock import now, now_plus
 
 LEASE_EXPIRED = "lease expired: the worker did not finish within the job's timeout plus grace"
+# How long a claimed job that has not started yet is held at most (plus grace) if its drain dies:
+# long enough that ordinary jobs (timeouts up to this) start without a write of their own.
+HOLD_SECONDS = 120
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +46,16 @@ class Claimed:
     correlation_id: str
 
 
-@dataclass(frozen=True, slots=True)
+OutcomeKind = Literal["completed", "retried", "failed", "deferred"]
+
+
+@dataclass(slots=True)  # not frozen: a frozen init costs ~1 µs per job on a fast drain
 class Outcome:
-    """How one attempt ended. ``pending`` = retry after ``delay``; ``refund`` uncounts the attempt."""
+    """How one attempt ended. ``pending`` = retry after ``delay``; ``refund`` uncounts the attempt.
+
+    ``attempt``, ``started``/``finished`` (time.monotonic() of this process) and ``traceback`` are
+    what a per-attempt history needs (the database's now() at the flush less how long ago an
+    instant was gives its database time)."""
 
     id: uuid.UUID
     status: Literal["completed", "pending", "failed"]
@@ -48,6 +63,16 @@ class Outcome:
     error: str | None = None
     delay: float = 0.0
     refund: int = 0
+    attempt: int = 0
+    started: float | None = None
+    finished: float | None = None
+    traceback: str | None = None
+
+    @property
+    def kind(self) -> OutcomeKind:
+        if self.status == "pending":
+            return "deferred" if self.refund else "retried"
+        return self.status
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +127,7 @@ _CLAIM_PG = sa.text(
     WITH claimed AS (
       UPDATE sluice_jobs SET
         status = 'processing', attempts = attempts + 1, started_at = now(), finished_at = NULL,
-        lease_expires_at = now() + make_interval(secs => timeout_seconds + :grace),
+        lease_expires_at = now() + make_interval(secs => least(timeout_seconds, :hold) + :grace),
         claim_token = :token
       WHERE id = ANY(ARRAY(
         SELECT id FROM sluice_jobs
@@ -118,18 +143,22 @@ _CLAIM_PG = sa.text(
 ).columns(payload=JSONDoc())
 
 
-def claim_batch(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -> list[Claimed]:
-    """Claim up to ``limit`` due jobs in one statement, highest priority first, then FIFO."""
+def claim_batch(
+    conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int = HOLD_SECONDS
+) -> list[Claimed]:
+    """Claim up to ``limit`` due jobs in one statement, highest priority first, then FIFO, each
+    leased for min(timeout, ``hold``) + ``grace`` seconds."""
     if conn.dialect.name == "postgresql":
-        rows: Sequence[Any] = conn.execute(_CLAIM_PG, {"limit": limit, "grace": grace, "token": token}).all()
+        params = {"limit": limit, "grace": grace, "token": token, "hold": hold}
+        rows: Sequence[Any] = conn.execute(_CLAIM_PG, params).all()
     else:
-        rows = _claim_sqlite(conn, limit, token, grace)
+        rows = _claim_sqlite(conn, limit, token, grace, hold)
     return [
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], _backoff(r[6], r[7], r[8]), r[9], r[10]) for r in rows
     ]
 
 
-def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int) -> Sequence[Any]:
+def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int) -> Sequence[Any]:
     # SQLite serialises writers (BEGIN IMMEDIATE), so a plain subquery claims safely.
     clock = now("sqlite")
     due = (
@@ -146,7 +175,7 @@ def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int)
             attempts=jobs.c.attempts + 1,
             started_at=clock,
             finished_at=None,
-            lease_expires_at=now_plus("sqlite", jobs.c.timeout_seconds + grace),
+            lease_expires_at=now_plus("sqlite", _held(jobs.c.timeout_seconds, hold) + grace),
             claim_token=token,
         )
         .returning(
@@ -155,6 +184,50 @@ def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int)
     )
     # RETURNING has no order; run in claim order.
     return sorted(conn.execute(stmt).all(), key=lambda r: (-r.priority, r.run_at, r.id))
+
+
+def _held(timeout: sa.ColumnElement[int], hold: int) -> sa.ColumnElement[float]:
+    """min(timeout, hold) on SQLite (its two-argument min() is PostgreSQL's least())."""
+    return sa.func.min(timeout, hold, type_=sa.Float())
+
+
+def start_job(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, grace: int) -> bool:
+    """Mark a held job started: its lease becomes timeout + grace from now. False: the job is no
+    longer this drain's (its lease ran out and another drain took it), so it must not run."""
+    dialect = conn.dialect.name
+    stmt = (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, *_fence(token))
+        .values(started_at=now(dialect), lease_expires_at=now_plus(dialect, jobs.c.timeout_seconds + grace))
+    )
+    return bool(conn.execute(stmt).rowcount)
+
+
+def renew_leases(
+    conn: sa.Connection,
+    token: uuid.UUID,
+    held: Sequence[uuid.UUID],
+    *,
+    running: uuid.UUID | None,
+    grace: int,
+    hold: int = HOLD_SECONDS,
+) -> int:
+    """Extend the leases a live drain still holds: the running job's to timeout + grace from now,
+    the others' to min(timeout, hold) + grace from now (never shortened). Fenced; one statement."""
+    if not held:
+        return 0
+    dialect = conn.dialect.name
+    least, greatest = (
+        (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
+    )
+    unstarted = now_plus(dialect, least(jobs.c.timeout_seconds, hold) + grace)
+    renewed: sa.ColumnElement[Any] = greatest(jobs.c.lease_expires_at, unstarted)
+    if running is not None:
+        renewed = sa.case(
+            (jobs.c.id == running, now_plus(dialect, jobs.c.timeout_seconds + grace)), else_=renewed
+        )
+    stmt = sa.update(jobs).where(jobs.c.id.in_(held), *_fence(token)).values(lease_expires_at=renewed)
+    return conn.execute(stmt).rowcount
 
 
 @functools.lru_cache(maxsize=256)
@@ -193,7 +266,7 @@ _RECORD_PG_SUMMARY = sa.text(
 
 
 def record_outcomes(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
-    """Write every outcome of a batch in one fenced statement; returns what actually changed."""
+    """Write outcomes in one fenced statement; returns what actually changed."""
     if not outcomes:
         return Recorded(0, 0, [])
     if conn.dialect.name == "postgresql":
@@ -240,7 +313,17 @@ _RECORD_SQLITE = sa.text(
 def _record_sqlite(conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
     # SQLite keeps UUIDs as 32 hex digits; delays are rounded so their text form is plain.
     batch = json.dumps(
-        [[o.id.hex, o.status, o.result, o.error, round(o.delay, 3), o.refund] for o in outcomes]
+        [
+            [
+                o.id.hex,
+                o.status,
+                o.result,
+                o.error,
+                round(o.delay, 3),
+                o.refund,
+            ]
+            for o in outcomes
+        ]
     )
     succeeded = retried = 0
     failed_ids: list[uuid.UUID] = []
@@ -295,4 +378,3 @@ def get_checkpoint(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID) -> 
 def result_json(value: Any) -> str | None:
     """A handler's return value as JSON text; raises TypeError/ValueError if it isn't storable."""
     return None if value is None else storable_json(value)
-

@@ -111,9 +111,9 @@ def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
 
 
 def test_drain_connection_terminated_mid_batch(app: Flask) -> None:
-    """test.pg_terminate ends the drain's own connection while the batch runs: the outcomes can't
-    be recorded, the call is a clean 503, every job keeps its lease, and once the leases expire the
-    next drain runs them all again to completion."""
+    """test.pg_terminate ends the drain's own connection while the batch runs: the outcome flush
+    is retried once on a fresh connection, so every outcome is recorded, the call answers 200 and
+    no job runs twice."""
     client = app.test_client()
     queue = app_state(app).queue
     fast = {"timeoutSeconds": 1}
@@ -121,21 +121,15 @@ def test_drain_connection_terminated_mid_batch(app: Flask) -> None:
     ids.append(enqueue(client, {"type": "test.pg_terminate", "priority": 5, **fast})["id"])
     ids += [enqueue(client, {"type": "noop", **fast})["id"] for _ in range(3)]
 
-    error_of(client.post("/api/jobs/process?maxJobs=10", headers=ADMIN), 503, "unavailable")
-
-    # Claimed, run, outcome lost with the connection: all five still hold their lease.
-    assert count(queue, "status = 'processing' AND attempts = 1") == 5
-    assert count(queue, ACCOUNTED) == 5
-    wait_for(lambda: count(queue, "lease_expires_at < now()") == 5, 10, "the leases to expire")
-
     drained = client.post("/api/jobs/process?maxJobs=10", headers=ADMIN)
+
     assert drained.status_code == 200, drained.get_data(as_text=True)
     summary = drained.get_json()
-    assert (summary["processed"], summary["succeeded"], summary["retried"], summary["failed"]) == (5, 5, 5, 0)
-    assert count(queue, "status = 'completed' AND attempts = 2 AND claim_token IS NULL") == 5
+    assert (summary["processed"], summary["succeeded"], summary["retried"], summary["failed"]) == (5, 5, 0, 0)
+    assert count(queue, "status = 'completed' AND attempts = 1 AND claim_token IS NULL") == 5
+    assert count(queue, ACCOUNTED) == 5
     killer = client.get(f"/api/jobs/{ids[1]}", headers=ADMIN).get_json()
-    assert killer["result"] == {"attempt": 2, "ended": 0}
-    assert "lease expired" in killer["lastError"]
+    assert killer["result"]["attempt"] == 1 and killer["result"]["ended"] >= 1
 
 
 # -- every backend ended between requests (what a restart looks like) ---------------------------------
@@ -159,11 +153,14 @@ def test_backends_terminated_between_requests(
 def test_terminated_while_a_request_holds_its_connection_is_503_then_recovers(
     app: Flask, pg_url: str
 ) -> None:
-    """A connection ended while in use (no pre-ping can help) is a 503, never a 500; the next
-    request gets a fresh connection. test.pg_terminate ends the drain's connection from inside."""
+    """A connection ended while in use (no pre-ping can help) is never a 500: test.pg_terminate
+    ends the drain's connection from inside, the drain writes its outcome again on a fresh one,
+    and every later request gets a fresh connection too."""
     client = app.test_client()
     enqueue(client, {"type": "test.pg_terminate", "timeoutSeconds": 1})
-    error_of(client.post("/api/jobs/process", headers=ADMIN), 503, "unavailable")
+    drained = client.post("/api/jobs/process", headers=ADMIN)
+    assert drained.status_code == 200, drained.get_data(as_text=True)
+    assert drained.get_json()["succeeded"] == 1
     for method, path, body, ok in CALLS:
         if path != "/api/jobs/process":
             assert call(client, method, path, body).status_code in ok, path

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import json
+import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +19,7 @@ import pytest
 
 from lib import Job, Queue, ValidationError, ssrf
 from lib.config import get_settings
+from lib.drain import abandoned_threads
 from lib.handlers.http import USER_AGENT, verify_signature
 from tests.conftest import count
 
@@ -506,3 +509,65 @@ def test_https_verifies_the_host_name_over_the_pinned_address(
     assert "CERTIFICATE_VERIFY_FAILED" in got.last_error
     assert len(tls_hook.seen) == 1
     assert json.loads(seen.body) == {"a": 1}
+
+
+class Drip:
+    """A server that answers one byte every ``every`` seconds (in the status line, or in the body
+    after quick headers) and notes how long after accepting the client hung up."""
+
+    def __init__(self, where: str, every: float = 0.4) -> None:
+        self.where, self.every = where, every
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(1)
+        self.port = self.listener.getsockname()[1]
+        self.hung_up_after: float | None = None
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.listener.accept()
+        accepted = time.monotonic()
+        with conn:
+            conn.recv(65536)
+            if self.where == "status":
+                drip = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n")
+                drip = b"x" * 100
+            for byte in drip:
+                readable, _, _ = select.select([conn], [], [], self.every)
+                if readable and conn.recv(1) == b"":
+                    self.hung_up_after = time.monotonic() - accepted
+                    return
+                conn.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("where", ["status", "body"])
+def test_a_dripping_server_is_cut_off_at_the_attempts_timeout(
+    queue: Queue, http_env: Configure, where: str
+) -> None:
+    """A byte every 0.4 s resets a per-read socket timeout for ever; the attempt as a whole ends
+    at its timeout, in the handler itself (no thread is left behind for the watchdog)."""
+    http_env(allow="127.0.0.1")
+    drip = Drip(where)
+    job = enqueue(queue, {"url": f"http://127.0.0.1:{drip.port}/drip"}, timeout_seconds=1)
+    abandoned = abandoned_threads.count
+    try:
+        started = time.monotonic()
+        summary = queue.drain(max_jobs=1)
+        took = time.monotonic() - started
+        drip.thread.join(5)
+    finally:
+        drip.close()
+    assert (summary.processed, summary.retried) == (1, 1)
+    assert took < 1.5, f"the attempt took {took:.1f}s"
+    got = queue.get(job.id)
+    assert (got.status, got.attempts) == ("pending", 1)
+    origin = f"http://127.0.0.1:{drip.port}"
+    assert got.last_error == f"DeliveryFailed: timed out after 0.9s waiting for {origin}"
+    assert abandoned_threads.count == abandoned
+    assert drip.hung_up_after is not None and drip.hung_up_after < 1.5
