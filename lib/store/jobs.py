@@ -19,6 +19,7 @@ from ..errors import Unavailable
 from ..models import JOB_STATUSES, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
 from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
 from .clock import now, now_plus
+from .notify import CHANNEL
 
 JOB_COLUMNS = job_columns()
 # Insert/read-back rounds for keys whose job vanishes in between (each round is a fresh race).
@@ -127,6 +128,17 @@ _INSERT_PG = sa.text(
     ON CONFLICT (coalesce(tenant_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
     DO NOTHING
     RETURNING id, run_at, created_at
+    """
+)
+# The same statement wakes `drain --loop` workers (lib/store/notify.py) when it made a job ready now:
+# one notification per statement, not per job, delivered at commit (so never for a rolled-back batch).
+_INSERT_PG = sa.text(
+    f"""
+    WITH ins AS ({_INSERT_PG.text}),
+    woke AS MATERIALIZED (
+        SELECT pg_notify('{CHANNEL}', '') FROM (SELECT 1 FROM ins WHERE run_at <= created_at LIMIT 1) AS r
+    )
+    SELECT ins.id, ins.run_at, ins.created_at FROM ins LEFT JOIN woke ON true
     """
 )
 
