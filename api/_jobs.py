@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
+from lib.kick import KICK_HEADER
 from lib.models import (
     JOB_STATUSES,
     TENANT_ID,
@@ -132,6 +133,8 @@ def process() -> Response:
     budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
     fan_out = query_int("fanOut", 1, 1, MAX_FANOUT)
     source: DrainSource = "cron" if caller.role == "cron" else "api"
+    if request.headers.get(KICK_HEADER):
+        source = "kick"  # a drain an enqueue started (lib/kick.py); admin or cron credential as ever
     queue = current_queue()
     started = time.monotonic()
     helpers = _start_fan_out(queue.backlog, fan_out, max_jobs, budget_ms)

@@ -26,7 +26,7 @@ from .retry import Backoff
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "processing", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
-DrainSource = Literal["cron", "api", "cli"]
+DrainSource = Literal["cron", "api", "cli", "kick"]
 StopReason = Literal["maxJobs", "empty", "budget"]
 
 

@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from . import kick
 from .config import Settings, get_settings
 from .db import engine_from_settings
 from .drain import Drainer
@@ -75,6 +76,8 @@ class Queue:
         self.drainer.before_claim = schedules.DueHook(self)
         self.drainer.on_failed = alerts.DeadLetterHook(self)
         self.drainer.make_gate = ratelimit.gate_factory(engine, self.settings.rate_limits)
+        # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
+        self.kicker = kick.from_settings(self.settings)
 
     @functools.cached_property
     def single(self) -> sa.Engine:
@@ -170,7 +173,29 @@ class Queue:
         keyed = any(job.idempotency_key is not None for job in new)
         with self._tx(conn, atomic=quota or keyed) as tx:
             enforce_tenant_quota(tx, new, rate)
-            return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+            made = [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+        if self.kicker is not None and any(e.created and e.job.run_at <= e.job.created_at for e in made):
+            self._kick_after_commit(self.kicker, conn)
+        return made
+
+    @staticmethod
+    def _kick_after_commit(kicker: kick.Kicker, conn: sa.Connection | None) -> None:
+        """Our own transaction has committed; a caller's commits later (or never: then no kick)."""
+        if conn is None:
+            kicker.kick()
+            return
+        settled = False
+
+        def on_end(committed: bool) -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                if committed:
+                    kicker.kick()
+
+        # Whichever ends the transaction first decides; the other listener then does nothing.
+        sa.event.listen(conn, "commit", lambda _conn: on_end(True), once=True)
+        sa.event.listen(conn, "rollback", lambda _conn: on_end(False), once=True)
 
     def submit(
         self, spec: JobSpec, *, tenant: str | None = None, conn: sa.Connection | None = None
