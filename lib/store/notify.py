@@ -6,7 +6,6 @@ when, and only if, the jobs commit. Workers listen on a dedicated autocommit con
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 # One channel per database (channels are database-scoped); the payload stays empty: a wake-up,
@@ -20,15 +19,10 @@ def listen(conn: Any) -> None:
 
 
 def wait(conn: Any, timeout: float) -> bool:
-    """True when at least one notification arrived within ``timeout`` s; every one already
-    queued is consumed with it (a burst wakes a worker once)."""
-    woken = False
-    for _ in _notifies(conn, timeout):
-        woken = True
-        timeout = 0.0
-    return woken
-
-
-def _notifies(conn: Any, timeout: float) -> Iterator[Any]:
-    # stop_after=None with a timeout: returns what arrived within it (psycopg >= 3.2).
-    yield from conn.notifies(timeout=timeout)
+    """True as soon as a notification arrives (within ``timeout`` s); the others already queued
+    are consumed with it (a burst wakes a worker once)."""
+    if not list(conn.notifies(timeout=timeout, stop_after=1)):
+        return False
+    for _ in conn.notifies(timeout=0.0):
+        pass
+    return True

@@ -179,3 +179,21 @@ def test_sqlite_worker_polls_and_stops_on_signals(db_url: str, sig: signal.Signa
     assert sum(s["succeeded"] for s in summaries) == 1
     assert count(queue, "status = 'completed'") == 1
     queue.engine.dispose()
+
+
+@POSTGRESQL
+def test_a_notification_ends_the_wait_at_once(db_url: str) -> None:
+    """Regression: the wait ran to its timeout even after a notification had arrived."""
+    import psycopg
+
+    from lib.store import notify
+
+    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url, autocommit=True) as other:
+        notify.listen(listener)
+        assert notify.wait(listener, 0.05) is False
+        other.execute(f"NOTIFY {notify.CHANNEL}")
+        other.execute(f"NOTIFY {notify.CHANNEL}, 'second'")
+        t0 = time.monotonic()
+        assert notify.wait(listener, 30) is True
+        assert time.monotonic() - t0 < 10  # the whole 30 s before the fix
+        assert notify.wait(listener, 0.05) is False  # both were consumed by one wake-up
