@@ -188,7 +188,10 @@ def test_a_notification_ends_the_wait_at_once(db_url: str) -> None:
 
     from lib.store import notify
 
-    with psycopg.connect(db_url, autocommit=True) as listener, psycopg.connect(db_url, autocommit=True) as other:
+    with (
+        psycopg.connect(db_url, autocommit=True) as listener,
+        psycopg.connect(db_url, autocommit=True) as other,
+    ):
         notify.listen(listener)
         assert notify.wait(listener, 0.05) is False
         other.execute(f"NOTIFY {notify.CHANNEL}")
