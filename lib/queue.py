@@ -21,7 +21,7 @@ from .ratelimit import enforce_tenant_quota
 from .registry import Registry
 from .registry import registry as default_registry
 from .store import jobs as store
-from .store.jobs import NewJob, new_id
+from .store.jobs import NewJob, new_id, new_ids
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -119,7 +119,7 @@ class Queue:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def prepare(self, spec: JobSpec, tenant: str | None = None) -> NewJob:
+    def prepare(self, spec: JobSpec, tenant: str | None = None, job_id: uuid.UUID | None = None) -> NewJob:
         """Validate a spec against its type; ``tenant`` is the acting tenant of a scoped key."""
         if tenant is not None and spec.tenant_id not in (None, tenant):
             raise Forbidden("a tenant key may only enqueue for its own tenant")
@@ -134,7 +134,7 @@ class Queue:
         except (TypeError, ValueError) as exc:
             raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
         backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
-        job_id = new_id()
+        job_id = job_id or new_id()
         job_id_text = str(job_id)
         return NewJob(
             id=job_id,
@@ -163,17 +163,21 @@ class Queue:
         """Enqueue all or none, in one statement; reused idempotency keys return existing jobs."""
         if not specs:
             return []
-        new = [self.prepare(spec, tenant) for spec in specs]
+        ids = new_ids(len(specs))
+        new = [self.prepare(spec, tenant, job_id) for spec, job_id in zip(specs, ids, strict=True)]
         _refuse_repeated_keys(new)
         rate = self.settings.tenant_enqueue_rate
         # The quota's check and the insert hold together only inside one transaction (its
         # advisory lock is transaction-scoped); so do a keyed insert and its read-back of
-        # reused keys (all or nothing). A keyless batch is one statement: autocommit will do.
+        # reused keys (all or nothing). A keyless batch is one statement (a large one a COPY after
+        # a read of the clock, see store.jobs): autocommit will do.
         quota = rate is not None and any(job.tenant_id is not None for job in new)
         keyed = any(job.idempotency_key is not None for job in new)
         with self._tx(conn, atomic=quota or keyed) as tx:
             enforce_tenant_quota(tx, new, rate)
-            made = [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+            inserted = store.insert_jobs(tx, new)
+        # Trusted values we just built: no validation pass per job.
+        made = [Enqueued.model_construct(job=job, created=created) for job, created in inserted]
         if self.kicker is not None and any(e.created and e.job.run_at <= e.job.created_at for e in made):
             self._kick_after_commit(self.kicker, conn)
         return made
