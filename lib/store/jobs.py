@@ -39,8 +39,17 @@ def new_ids(n: int) -> list[uuid.UUID]:
     for i in range(0, 10 * n, 10):
         rand = int.from_bytes(entropy[i : i + 10], "big")
         value = ms << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 | 0b10 << 62
-        out.append(uuid.UUID(int=value | (rand & (2**62 - 1))))
+        out.append(_uuid(value | (rand & (2**62 - 1))))
     return out
+
+
+def _uuid(value: int) -> uuid.UUID:
+    """``uuid.UUID(int=value)`` for a value we built in range, without its checks (a third of the
+    cost of an id in a batch)."""
+    made = object.__new__(uuid.UUID)
+    object.__setattr__(made, "int", value)
+    object.__setattr__(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
 
 
 _JOB_FIELDS = frozenset(Job.model_fields)
