@@ -195,8 +195,7 @@ def test_a_notification_ends_the_wait_at_once(db_url: str) -> None:
         notify.listen(listener)
         assert notify.wait(listener, 0.05) is False
         other.execute(f"NOTIFY {notify.CHANNEL}")
-        other.execute(f"NOTIFY {notify.CHANNEL}, 'second'")
         t0 = time.monotonic()
         assert notify.wait(listener, 30) is True
         assert time.monotonic() - t0 < 10  # the whole 30 s before the fix
-        assert notify.wait(listener, 0.05) is False  # both were consumed by one wake-up
+        assert notify.wait(listener, 0.05) is False
