@@ -89,7 +89,10 @@ def test_an_enqueue_kicks_a_drain_and_a_burst_makes_a_handful(kicking: str, pg_u
     assert time.monotonic() - t0 < 10
     status, done = call(base, "GET", f"/api/jobs/{job['id']}")
     assert (done["status"], done["attempts"], done["result"]["greeting"]) == ("completed", 1, "hello kick")
-    kicks = rows(pg_url, "SELECT source, processed FROM sluice_drains")
+    deadline = time.monotonic() + 10
+    while not (kicks := rows(pg_url, "SELECT source, processed FROM sluice_drains")):
+        assert time.monotonic() < deadline, "the job completed but its drain was never recorded"
+        time.sleep(0.05)  # a drain records itself after its jobs' outcomes
     assert [source for source, _ in kicks] == ["kick"] and kicks[0][1] == 1
     status, overview = call(base, "GET", "/api/jobs/status")
     assert overview["lastDrain"]["source"] == "kick"
@@ -106,6 +109,5 @@ def test_an_enqueue_kicks_a_drain_and_a_burst_makes_a_handful(kicking: str, pg_u
     assert {source for source, _ in drains} == {"kick"}
     assert sum(processed for _, processed in drains) == 100
     # Per worker: one kick at once, one per interval while the burst lasts, one trailing.
-    print(f"burst of 100 in {burst:.2f} s: {len(drains)} kick drains")
     assert len(drains) <= WORKERS * (2 + math.ceil(burst)), (len(drains), burst)
     assert rows(pg_url, "SELECT max(attempts) FROM sluice_jobs")[0][0] == 1
