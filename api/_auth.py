@@ -18,7 +18,7 @@ from flask import request
 from lib.config import Settings
 
 from ._http import ApiError
-from ._state import current_settings
+from ._state import app_state, current_settings
 
 Role = Literal["admin", "tenant", "cron"]
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -91,6 +91,9 @@ def _match(keys: _Keyring, credential: str, *, cron_header: bool) -> Caller | No
 
 def authenticate() -> Caller:
     """The caller, or ApiError 503 not_configured (no admin and no tenant key) / 401 unauthorized."""
+    problem = app_state().problem
+    if problem is not None:
+        raise ApiError(503, "not_configured", problem)
     keys = _keyring(current_settings())
     if not keys.configured:
         raise ApiError(

@@ -18,7 +18,8 @@ from ._state import current_queue
 
 bp = Blueprint("dashboard", __name__)
 
-STATIC = Path(__file__).resolve().parent / "static"
+# Outside api/: Vercel makes every .js file under api/ a function of its own.
+STATIC = Path(__file__).resolve().parent.parent / "dashboard"
 ASSETS = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",

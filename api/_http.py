@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter, Map
 from werkzeug.routing import ValidationError as NoRouteMatch
 
+from lib.db import explain
 from lib.errors import RateLimited, SluiceError
 from lib.logs import log_event
 
@@ -335,7 +336,12 @@ def _internal(exc: BaseException) -> Response:
 
 def _unavailable(exc: sa.exc.SQLAlchemyError) -> Response:
     log_event("http.unavailable", path=request.path, error=type(exc).__name__)
-    return error_response(503, "unavailable", "the database is unavailable; try again")
+    explained = explain(exc, current_settings().database_url)
+    if explained is not None:
+        return error_response(STATUS_BY_CODE[explained.code], explained.code, explained.message)
+    if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.TimeoutError):
+        return error_response(503, "unavailable", "the database is unavailable; try again")
+    return _internal(exc)
 
 
 def _no_store(response: Response) -> Response:
@@ -359,5 +365,7 @@ def install(app: Flask) -> None:
     app.register_error_handler(sa.exc.OperationalError, _unavailable)
     app.register_error_handler(sa.exc.InterfaceError, _unavailable)
     app.register_error_handler(sa.exc.TimeoutError, _unavailable)
+    # A query on a database that is not migrated (no such table) is a setup problem, not a bug.
+    app.register_error_handler(sa.exc.ProgrammingError, _unavailable)
     app.register_error_handler(Exception, _internal)
     app.after_request(_no_store)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from flask import Blueprint, Response, current_app, request
 from pydantic import BaseModel
 
+from lib.deployment import OwnDeployment, own_deployment
 from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
 from lib.kick import KICK_HEADER
@@ -16,6 +17,8 @@ from lib.models import (
     JOB_STATUSES,
     TENANT_ID,
     TENANT_ID_RULE,
+    BulkRequest,
+    BulkResult,
     DrainSource,
     DrainSummary,
     Job,
@@ -44,6 +47,27 @@ from ._openapi import ApiDoc, path_param, query_param
 from ._state import current_queue, current_settings
 
 bp = Blueprint("jobs", __name__)
+
+# maxJobs of a drain called with an API key and no maxJobs (CRON_SECRET: JOBS_CRON_MAX_JOBS).
+DEFAULT_MAX_JOBS = 10
+
+
+class Attempt(BaseModel):
+    """One attempt of a job, as ``GET /api/jobs/<id>/attempts`` lists it."""
+
+    attempt: int
+    startedAt: str | None  # noqa: N815 - the wire name
+    finishedAt: str  # noqa: N815
+    durationMs: int | None  # noqa: N815
+    outcome: Literal["completed", "retried", "failed", "lease_expired", "released", "deferred"]
+    error: str | None
+    traceback: str | None
+
+
+class AttemptList(BaseModel):
+    """``{"attempts": [attempt, ...]}``, oldest first."""
+
+    attempts: list[Attempt]
 
 
 class JobList(BaseModel):
@@ -129,41 +153,54 @@ def list_jobs() -> Response:
 @bp.route("/api/jobs/process", methods=["GET", "POST"])
 def process() -> Response:
     caller = require_admin(allow_cron=True)
-    max_jobs = query_int("maxJobs", 10, 1, 10_000)
-    budget_ms = query_int("budgetMs", current_settings().jobs_drain_budget_ms, 100, 800_000)
+    settings = current_settings()
+    # A cron tick is bounded by its budget; API callers keep the documented default of 10.
+    default_max = settings.jobs_cron_max_jobs if caller.role == "cron" else DEFAULT_MAX_JOBS
+    max_jobs = query_int("maxJobs", default_max, 1, 10_000)
+    budget_ms = query_int("budgetMs", settings.jobs_drain_budget_ms, 100, 800_000)
     fan_out = query_int("fanOut", 1, 1, MAX_FANOUT)
-    source: DrainSource = "cron" if caller.role == "cron" else "api"
-    if request.headers.get(KICK_HEADER):
-        source = "kick"  # a drain an enqueue started (lib/kick.py); admin or cron credential as ever
+    target = own_deployment(settings)
+    if fan_out > 1 and target is None:
+        raise invalid(
+            "fanOut",
+            "needs JOBS_PUBLIC_URL (or Vercel's VERCEL_URL) to call this app; a request's Host is never used",
+        )
+    source = _drain_source(caller.role)
     queue = current_queue()
     started = time.monotonic()
-    helpers = _start_fan_out(queue.backlog, fan_out, max_jobs, budget_ms)
+    helpers = _start_fan_out(target, queue.backlog, fan_out, max_jobs, budget_ms)
     summary = queue.drain(max_jobs=max_jobs, budget_ms=budget_ms, source=source)
     if helpers is not None:
         summary = merge(summary, helpers.wait().results, round((time.monotonic() - started) * 1000))
     return json_response(_dump(summary))
 
 
+def _drain_source(role: str) -> DrainSource:
+    """Who started this drain, as the history records it: a fan-out call of another drain, a
+    cron service (the cron secret, or Vercel Cron's user agent when it sends an API key, as the
+    dev server's emulator does), a kick an enqueue sent (lib/kick.py), or an API caller."""
+    if request.headers.get(FANOUT_HEADER):
+        return "fanout"
+    if request.headers.get(KICK_HEADER):
+        return "kick"
+    if role == "cron" or request.headers.get("User-Agent", "").startswith("vercel-cron/"):
+        return "cron"
+    return "api"
+
+
 def _start_fan_out(
-    backlog: Callable[[], int], fan_out: int, max_jobs: int, budget_ms: int
+    target: OwnDeployment | None, backlog: Callable[[], int], fan_out: int, max_jobs: int, budget_ms: int
 ) -> FanOut | None:
     """Extra drains of this endpoint when the backlog is bigger than one drain; one level only
     (the extra calls carry FANOUT_HEADER) and with the caller's own credential."""
-    if fan_out <= 1 or request.headers.get(FANOUT_HEADER):
+    if target is None or fan_out <= 1 or request.headers.get(FANOUT_HEADER):
         return None
     calls = extra_calls(fan_out, backlog(), max_jobs)
     if not calls:
         return None
-    base = (current_settings().jobs_public_url or _own_base_url()).rstrip("/")
-    url = f"{base}/api/jobs/process?maxJobs={max_jobs}&budgetMs={budget_ms}"
+    url = f"{target.base_url}/api/jobs/process?maxJobs={max_jobs}&budgetMs={budget_ms}"
     credential = {k: v for k, v in request.headers.items() if k.lower() in ("x-api-key", "authorization")}
-    return FanOut(url, credential, timeout=budget_ms / 1000 + 15).start(calls)
-
-
-def _own_base_url() -> str:
-    # Behind Vercel's proxy the app sees http; the forwarded scheme is the one callers used.
-    scheme = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    return f"{scheme}://{request.host}"
+    return FanOut(url, {**target.headers, **credential}, timeout=budget_ms / 1000 + 15).start(calls)
 
 
 @bp.get("/api/jobs/status")
@@ -188,6 +225,27 @@ def cancel_job(job_id: str) -> Response:
 def retry_job(job_id: str) -> Response:
     caller = require_key()
     return json_response(current_queue().retry(job_id, tenant=caller.tenant).to_wire())
+
+
+@bp.get("/api/jobs/<id:job_id>/attempts")
+def job_attempts(job_id: str) -> Response:
+    caller = require_key()
+    found = current_queue().attempts(job_id, tenant=caller.tenant)
+    return json_response({"attempts": [item.to_wire() for item in found]})
+
+
+@bp.post("/api/jobs/retry")
+def bulk_retry() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_retry(request_, tenant=caller.tenant)))
+
+
+@bp.post("/api/jobs/cancel")
+def bulk_cancel() -> Response:
+    caller = require_key()
+    request_ = validate_body(BulkRequest, read_json_object())
+    return json_response(_dump(current_queue().bulk_cancel(request_, tenant=caller.tenant)))
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------
@@ -244,8 +302,26 @@ def document(doc: ApiDoc) -> None:
             "POST", f"/api/jobs/{{id}}/{verb}", summary=summary, auth="key", parameters=(job_id,),
             ok={200: ("the job afterwards", Job)}, errors=(404, 409),
         )  # fmt: skip
+    doc.operation(
+        "GET", "/api/jobs/{id}/attempts", summary="A job's attempts, oldest first", auth="key",
+        parameters=(job_id,), ok={200: ("outcome, error and the handler's traceback of each attempt",
+        AttemptList)}, errors=(404,),
+        description="Tracebacks hold the handler's frames (at most 8,000 characters), never payload values.",
+    )  # fmt: skip
+    for verb, does in (("retry", "Retry failed and cancelled jobs"), ("cancel", "Cancel pending jobs")):
+        doc.operation(
+            "POST", f"/api/jobs/{verb}", summary=f"{does} in bulk, by filter", auth="key", body=BulkRequest,
+            example={"type": "email.send", "status": "failed", "dryRun": True},
+            ok={200: ("how many jobs matched, and how many changed (0 on a dry run)", BulkResult)},
+            description="At least one filter; every filter given must match. A tenant key acts on its "
+            "own jobs only (another tenantId is 403).",
+        )  # fmt: skip
     drain_params = (
-        query_param("maxJobs", {"type": "integer", "minimum": 1, "maximum": 10_000, "default": 10}, "jobs"),
+        query_param(
+            "maxJobs",
+            {"type": "integer", "minimum": 1, "maximum": 10_000, "default": DEFAULT_MAX_JOBS},
+            "jobs at most; with CRON_SECRET the default is JOBS_CRON_MAX_JOBS (1000)",
+        ),
         query_param(
             "budgetMs",
             {"type": "integer", "minimum": 100, "maximum": 800_000},
@@ -255,7 +331,9 @@ def document(doc: ApiDoc) -> None:
             "fanOut",
             {"type": "integer", "minimum": 1, "maximum": MAX_FANOUT, "default": 1},
             "when the backlog exceeds maxJobs, run up to this many drains at once by calling this "
-            "endpoint fanOut-1 more times with the same credential (one level deep); counts add up",
+            "endpoint fanOut-1 more times with the same credential (one level deep); counts add up. "
+            "The calls go to JOBS_PUBLIC_URL, else to the Vercel deployment's own URL; without either, "
+            "fanOut above 1 is 422",
         ),
     )
     for method in ("GET", "POST"):

@@ -32,7 +32,9 @@ class Error(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "unavailable"]
+    status: Literal["ok", "unavailable", "misconfigured"]
+    # With "misconfigured": the setting at fault and why (never a secret).
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,8 @@ ERROR_DESCRIPTIONS = {
     413: "payload_too_large: the body exceeds JOBS_MAX_BODY_BYTES",
     422: "validation_error or unknown_job_type; details list {loc, msg}",
     429: "rate_limited (comes with Retry-After)",
-    503: "unavailable (database unreachable) or not_configured (no API key configured)",
+    503: "unavailable (database unreachable) or not_configured (no API key, a setting or handler module "
+    "that cannot work, or a database that is not migrated: the message says which)",
 }
 
 

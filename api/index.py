@@ -44,13 +44,14 @@ from __future__ import annotations
 import logging
 from types import ModuleType
 
+import pydantic
 from flask import Flask
 
 # Absolute, so a host that loads this file by path (not as api.index) still finds its helpers.
 from api import _dashboard, _http, _jobs, _kick, _maintenance, _meta
 from api._state import EXTENSION, SluiceState
 from lib import Queue
-from lib.config import Settings, get_settings
+from lib.config import Settings, get_settings, settings_problem
 from lib.logs import configure
 
 # Each module: a Blueprint ``bp`` and ``document(doc)`` describing its operations for OpenAPI.
@@ -59,10 +60,13 @@ ROUTE_MODULES: tuple[ModuleType, ...] = (_jobs, _meta, _dashboard, _maintenance)
 
 def create_app(settings: Settings | None = None, queue: Queue | None = None) -> Flask:
     """The app on ``settings`` (default: the environment); the Queue is built on first use unless given."""
+    problem = None
+    if settings is None and queue is None:
+        settings, problem = read_settings()
     settings = settings or (queue.settings if queue is not None else get_settings())
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.jobs_max_body_bytes
-    state = SluiceState(settings, queue)
+    state = SluiceState(settings, queue, problem)
     app.extensions[EXTENSION] = state
     _http.install(app)
     _kick.install(app)
@@ -72,10 +76,20 @@ def create_app(settings: Settings | None = None, queue: Queue | None = None) -> 
     return app
 
 
+def read_settings() -> tuple[Settings, str | None]:
+    """The environment's settings, or the defaults and the problem when a setting is refused:
+    the app then answers health 503 "misconfigured" and protected routes 503 not_configured
+    naming it, instead of failing to import (every route a 500)."""
+    try:
+        return get_settings(), None
+    except pydantic.ValidationError as exc:
+        return Settings.model_construct(), settings_problem(exc)
+
+
 def _configure_logging() -> None:
     """JSON lines on stderr for a deployed app, unless the host already set up logging."""
     if not logging.getLogger().handlers:
-        configure(get_settings().jobs_log_level)
+        configure(read_settings()[0].jobs_log_level)
 
 
 _configure_logging()

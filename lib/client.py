@@ -38,7 +38,17 @@ from .errors import (
     ValidationError,
     invalid,
 )
-from .models import FINISHED_STATUSES, DrainSummary, Job, JobPage, JobSpec, JobStatus, QueueStatus
+from .models import (
+    FINISHED_STATUSES,
+    BulkRequest,
+    BulkResult,
+    DrainSummary,
+    Job,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    QueueStatus,
+)
 
 ERRORS: dict[str, type[SluiceError]] = {
     "unauthorized": Unauthorized,
@@ -130,6 +140,31 @@ class SluiceClient:
 
     def retry(self, job_id: str) -> Job:
         return Job.model_validate(self._call("POST", f"/api/jobs/{_segment(job_id)}/retry"))
+
+    def attempts(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's attempts, oldest first: outcome, error and the handler's traceback of each."""
+        answer = self._call("GET", f"/api/jobs/{_segment(job_id)}/attempts")
+        attempts: list[dict[str, Any]] = answer["attempts"]
+        return attempts
+
+    def retry_many(self, **filters: Any) -> BulkResult:
+        """Retry failed/cancelled jobs by filter: ``retry_many(type="email", status="failed",
+        dry_run=True)``; names as in BulkRequest (ids, status, type, tenant_id, created_before,
+        dry_run, limit)."""
+        return self._bulk("retry", filters)
+
+    def cancel_many(self, **filters: Any) -> BulkResult:
+        """Cancel pending jobs by filter (as retry_many)."""
+        return self._bulk("cancel", filters)
+
+    def _bulk(self, verb: str, filters: Mapping[str, Any]) -> BulkResult:
+        try:
+            request = BulkRequest.model_validate(dict(filters), strict=False)
+        except pydantic.ValidationError as exc:
+            raise invalid(exc, f"the {verb} filters are not valid") from None
+        body = request.model_dump(mode="json", by_alias=True, exclude_none=True)
+        # Not repeated after an ambiguous failure; a repeat would change nothing more anyway.
+        return BulkResult.model_validate(self._call("POST", f"/api/jobs/{verb}", body=body))
 
     def status(self) -> QueueStatus:
         return QueueStatus.model_validate(self._call("GET", "/api/jobs/status"))

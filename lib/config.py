@@ -6,7 +6,7 @@ import base64
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .models import TENANT_ID, TENANT_ID_RULE
@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Where this app calls itself (fan-out drains), e.g. https://app.example.com; on Vercel the default
     # is the deployment's own URL (lib/deployment.py), never a host named by a request.
     jobs_public_url: str = ""
+    # maxJobs of a drain called with CRON_SECRET and no maxJobs: its time budget bounds a tick, not 10.
+    jobs_cron_max_jobs: int = Field(1000, ge=1, le=10_000)
     # Set by Vercel on every deployment: its own host name (no scheme), e.g. sluice-abc123.vercel.app.
     vercel_url: str = ""
     # Set by Vercel when the project has "Protection Bypass for Automation": lets it call itself.
@@ -212,6 +214,16 @@ class Settings(BaseSettings):
     @property
     def handler_modules(self) -> tuple[str, ...]:
         return split_csv(self.jobs_handler_modules)
+
+
+def settings_problem(exc: ValidationError) -> str:
+    """A refused setting in one line that names it (the value is never repeated: it may be a secret)."""
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = ".".join(str(part) for part in err["loc"]).upper() or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        problems.append(msg if msg.startswith(name) else f"{name}: {msg}")
+    return "; ".join(problems) or str(exc).splitlines()[0]
 
 
 @lru_cache(maxsize=1)

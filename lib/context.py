@@ -21,7 +21,7 @@ class JobContext:
     correlation_id: str
     # Monotonic instant at which this attempt's timeout (its lease, less grace) runs out.
     deadline: float
-    _report: Callable[[UUID, int], None]
+    _report: Callable[[UUID, int, str | None], None]
     _uuid: UUID
     # (write, read) of a marker kept on the job across attempts; None outside a drain.
     _checkpoints: tuple[Callable[[UUID, Any], bool], Callable[[UUID], Any]] | None = None
@@ -37,9 +37,10 @@ class JobContext:
         return max(0.0, self.deadline - time.monotonic())
 
     def progress(self, percent: int | float, step: str | None = None) -> None:
-        """Store progress (0–100) on the job now, so status readers see it while it runs."""
+        """Store progress (0–100), and the step text when given, on the job now, so status
+        readers see them while it runs."""
         value = int(min(100, max(0, percent)))
-        self._report(self._uuid, value)
+        self._report(self._uuid, value, step)
         if step is not None:
             from .logs import log_event
 

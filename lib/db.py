@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -11,6 +14,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from .config import Settings
+from .errors import ConfigError, SluiceError, Unavailable
+
+MIGRATE_HINT = "run `python -m lib migrate`"
+NOT_MIGRATED = f"the database is not migrated (or not to the latest revision): {MIGRATE_HINT}"
 
 
 def normalize_url(url: str) -> str:
@@ -41,12 +48,31 @@ def make_engine(url: str, pool: str = "small") -> Engine:
     return sa.create_engine(url, **kwargs)
 
 
-def _sqlite_engine(url: str) -> Engine:
-    path = url.split("///", 1)[1] if "///" in url else ""
-    if path and path != ":memory:":
+def sqlite_path(url: str) -> str | None:
+    """The file of a sqlite:/// URL; None for an in-memory database."""
+    path = normalize_url(url).split("///", 1)[1] if "///" in url else ""
+    path = path.split("?", 1)[0]
+    return None if path in ("", ":memory:") or path.startswith("file:") else path
+
+
+def create_sqlite_file(url: str) -> None:
+    """Make the SQLite file (and its folder) exist: only migrating creates a database."""
+    path = sqlite_path(url)
+    if path is not None and not Path(path).exists():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sqlite3.connect(path).close()
+
+
+def _sqlite_engine(url: str) -> Engine:
+    path = sqlite_path(url)
+    kwargs: dict[str, Any] = {}
+    if path is not None:
+        # mode=rw: opening a file that isn't there fails (and explain() says why) instead of
+        # creating an empty database that every later query would find without tables.
+        target = f"file:{quote(str(Path(path).resolve()))}?mode=rw"
+        kwargs["creator"] = lambda: sqlite3.connect(target, uri=True, timeout=30, check_same_thread=False)
     engine = sa.create_engine(
-        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True
+        url, connect_args={"timeout": 30, "check_same_thread": False}, hide_parameters=True, **kwargs
     )
 
     @event.listens_for(engine, "connect")
@@ -66,6 +92,62 @@ def _sqlite_engine(url: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def explain(exc: BaseException, url: str) -> SluiceError | None:
+    """A driver error as what it means to the operator: ConfigError (not migrated, unknown
+    database, authentication, missing SQLite file) or Unavailable (unreachable); None when it is
+    neither. Messages name DATABASE_URL's parts, never its password."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig)
+    first = (text.strip().splitlines() or [""])[0]
+    state = getattr(orig, "sqlstate", None)
+    if state in ("42P01", "42703") or "no such table: sluice_" in text or "no such column" in text:
+        return ConfigError(NOT_MIGRATED)
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return None
+    where = _where(url)
+    if "unable to open database file" in text:
+        return ConfigError(_sqlite_missing(url))
+    found = re.search(r'database "([^"]+)" does not exist', text)
+    if found:
+        return ConfigError(
+            f'DATABASE_URL: database "{found[1]}" does not exist on {where}: create it, then {MIGRATE_HINT}'
+        )
+    if "password authentication failed" in text or re.search(r'role "[^"]+" does not exist', text):
+        user = sa.engine.make_url(normalize_url(url)).username or "(none)"
+        return ConfigError(f'DATABASE_URL: authentication failed for user "{user}" on {where}')
+    if "no password supplied" in text:
+        return ConfigError(f"DATABASE_URL: the server at {where} wants a password and none is given")
+    state_word = "unreachable" if _UNREACHABLE.search(text) else "unavailable"
+    return Unavailable(f"the database at {where} is {state_word} ({first[:200]}); try again")
+
+
+_UNREACHABLE = re.compile(
+    r"Connection refused|could not connect|timeout expired|timed out|could not translate host name|"
+    r"Name or service not known|nodename nor servname|No route to host|Network is unreachable",
+    re.IGNORECASE,
+)
+
+
+def _where(url: str) -> str:
+    try:
+        parsed = sa.engine.make_url(normalize_url(url))
+    except sa.exc.ArgumentError:
+        return "DATABASE_URL"
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or "memory"
+    return f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+
+
+def _sqlite_missing(url: str) -> str:
+    path = Path(sqlite_path(url) or "")
+    if not path.parent.is_dir():
+        folder = f"the folder of the SQLite file {path} does not exist"
+        return f"DATABASE_URL: {folder}; {MIGRATE_HINT} to create it"
+    if not path.exists():
+        return f"DATABASE_URL: there is no SQLite database at {path}; {MIGRATE_HINT} to create it"
+    return f"DATABASE_URL: the SQLite file {path} cannot be opened (check its permissions)"
 
 
 def engine_from_settings(settings: Settings) -> Engine:

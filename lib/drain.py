@@ -14,17 +14,20 @@ from typing import Any, Literal
 import pydantic
 import sqlalchemy as sa
 
+from .attempts import AttemptLog
 from .config import Settings
 from .context import JobContext
 from .errors import PermanentError, RetryLater, ValidationError
 from .logs import event_line, log_event, log_lines, logger
 from .models import DrainSource, DrainSummary, StopReason
 from .registry import JobType, Registry
+from .store import attempts as attempt_store
 from .store import claim as store
 from .store import jobs as job_store
 from .store.claim import Claimed, Outcome
 
 MAX_ERROR_CHARS = 2000
+UNKNOWN_HINT = "no handler is registered for these types here: list their modules in JOBS_HANDLER_MODULES"
 
 # Before a job runs: None runs it, a number of seconds defers it uncounted (lib/ratelimit.py).
 Gate = Callable[[Claimed, JobType], float | None]
@@ -82,7 +85,7 @@ class Executor:
 
     registry: Registry
     token: uuid.UUID
-    report_progress: Callable[[uuid.UUID, uuid.UUID, int], None]
+    report_progress: Callable[[uuid.UUID, uuid.UUID, int, str | None], None]
     gate: Gate | None = None
     checkpoints: Checkpoints | None = None
     # Records the outcome of a job that finished after its drain had to answer (budget overrun).
@@ -95,12 +98,20 @@ class Executor:
         # Finish/fail lines, written in one call per batch (a logging call per job cost more
         # than the job itself: ~20 µs each).
         self.lines: list[str] = []
+        # Start/finish times and tracebacks of this batch's attempts (sluice_attempts).
+        self.attempt_log = AttemptLog()
+        # Types claimed here that this deployment has no handler for (the CLI warns about them).
+        self.unknown_types: set[str] = set()
 
     def run(self, job: Claimed) -> Outcome:
+        self.attempt_log.start(job.id)
         if not self.logging:
-            return self._attempt(job, time.monotonic())
+            outcome = self._attempt(job, time.monotonic())
+            self.attempt_log.finish(job.id)
+            return outcome
         started = time.monotonic()
         outcome = self._attempt(job, started)
+        self.attempt_log.finish(job.id)
         ms = round((time.monotonic() - started) * 1000, 3)
         if outcome.status == "completed":
             self.lines.append(event_line("job.finish", **job_fields(job), durationMs=ms))
@@ -121,6 +132,7 @@ class Executor:
     def _attempt(self, job: Claimed, started: float) -> Outcome:
         job_type = self.registry.find(job.type)
         if job_type is None:
+            self.unknown_types.add(job.type)
             return Outcome(job.id, "failed", error=f"unknown job type {job.type!r}")
         wait = self.gate(job, job_type) if self.gate is not None else None
         if wait is not None:
@@ -134,6 +146,7 @@ class Executor:
 
                 value = asyncio.run(_await(value))
         except PermanentError as exc:
+            self.attempt_log.caught(job.id, exc)
             return Outcome(job.id, "failed", error=error_text(exc))
         except RetryLater as exc:
             return Outcome(job.id, "pending", error=error_text(exc), delay=exc.delay_seconds, refund=1)
@@ -141,6 +154,7 @@ class Executor:
             # The stored payload no longer fits the type's model: retrying can't help.
             return Outcome(job.id, "failed", error=validation_text(exc))
         except Exception as exc:
+            self.attempt_log.caught(job.id, exc)
             return self.retry_or_fail(job, error_text(exc))
         try:
             return Outcome(job.id, "completed", result=store.result_json(value))
@@ -165,7 +179,7 @@ class Executor:
             job.tenant_id,
             job.correlation_id,
             started + job.timeout_seconds,
-            lambda job_id, percent: report(token, job_id, percent),
+            lambda job_id, percent, step: report(token, job_id, percent, step),
             job.id,
             self._checkpointer(),
             self.settings,
@@ -285,6 +299,12 @@ def run_batch(
     return outcomes, []
 
 
+def _warn_unknown(types: Sequence[str]) -> None:
+    """Jobs nobody here can run are retried, not lost, but must not go unnoticed (a WARNING)."""
+    if types:
+        logger.warning(event_line("drain.unknown_types", types=list(types), hint=UNKNOWN_HINT))
+
+
 @dataclass
 class Drainer:
     engine: sa.Engine
@@ -304,10 +324,12 @@ class Drainer:
         budget = Budget(budget_ms / 1000)
         processed = succeeded = retried = failed = 0
         stopped: StopReason = "empty"
+        unknown_types: set[str] = set()
         with self.engine.connect() as conn:
             with conn.begin():
                 if self.before_claim is not None:
                     self.before_claim(conn)
+                attempt_store.record_expired_leases(conn)
                 reclaimed = store.reclaim_expired(conn)
                 retried += reclaimed.retried
                 failed += len(reclaimed.failed_ids)
@@ -342,8 +364,13 @@ class Drainer:
                 with conn.begin():
                     recorded = store.record_outcomes(conn, token, outcomes)
                     store.release(conn, token, [job.id for job in unstarted])
+                    # Attempt history: written with the outcomes it describes.
+                    attempt_store.record_attempts(
+                        conn, executor.attempt_log.records(batch, outcomes, unstarted)
+                    )
                     self._failed(conn, recorded.failed_ids)
                 executor.flush_logs()
+                unknown_types |= executor.unknown_types
                 processed += len(outcomes)
                 succeeded += recorded.succeeded
                 retried += recorded.retried
@@ -361,19 +388,21 @@ class Drainer:
                     duration_ms=round(budget.elapsed() * 1000),
                     remaining=remaining,
                     stopped_by=stopped,
+                    unknown_types=tuple(sorted(unknown_types)),
                 )
                 job_store.record_drain(conn, summary, source)
         log_event("drain.finish", source=source, **summary.model_dump(by_alias=True))
+        _warn_unknown(summary.unknown_types)
         return summary
 
     def _failed(self, conn: sa.Connection, ids: list[uuid.UUID]) -> None:
         if ids and self.on_failed is not None:
             self.on_failed(conn, ids)
 
-    def _progress(self, token: uuid.UUID, job_id: uuid.UUID, percent: int) -> None:
+    def _progress(self, token: uuid.UUID, job_id: uuid.UUID, percent: int, step: str | None) -> None:
         # Its own short transaction: the drain's connection belongs to the main thread.
         with self.engine.begin() as conn:
-            store.set_progress(conn, token, job_id, percent)
+            job_store.set_progress_step(conn, token, job_id, percent, step)
 
     def _late_recorder(self, token: uuid.UUID) -> Callable[[Outcome], None]:
         def record(outcome: Outcome) -> None:

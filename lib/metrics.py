@@ -99,8 +99,14 @@ class SnapshotCollector:
         last = status.last_drain
         yield GaugeMetricFamily(
             "sluice_last_drain_timestamp_seconds",
-            "Unix time of the last drain (0: never drained).",
+            "Unix time of the last drain that did work (0: none yet).",
             value=last.at.timestamp() if last else 0.0,
+        )
+        idle = drains.last_idle_at
+        yield GaugeMetricFamily(
+            "sluice_last_idle_drain_timestamp_seconds",
+            "Unix time of the last drain that found nothing to do (0: none yet): cron is alive.",
+            value=idle.timestamp() if idle else 0.0,
         )
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from .db import create_sqlite_file, sqlite_path
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
@@ -21,12 +23,19 @@ def alembic_config(connection: sa.Connection | None = None) -> object:
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     from alembic import command
 
+    if engine.dialect.name == "sqlite":
+        create_sqlite_file(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         command.upgrade(alembic_config(conn), revision)  # type: ignore[arg-type]
 
 
 def current(engine: sa.Engine) -> str | None:
+    """The revision the database is at; None when never migrated (or, for SQLite, not there)."""
     from alembic.runtime.migration import MigrationContext
 
+    if engine.dialect.name == "sqlite":
+        path = sqlite_path(engine.url.render_as_string(hide_password=False))
+        if path is not None and not Path(path).exists():
+            return None
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()

@@ -26,7 +26,7 @@ from .retry import Backoff
 JobStatus = Literal["pending", "processing", "completed", "failed", "cancelled"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("pending", "processing", "completed", "failed", "cancelled")
 FINISHED_STATUSES: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
-DrainSource = Literal["cron", "api", "cli", "kick"]
+DrainSource = Literal["cron", "api", "cli", "kick", "fanout"]
 StopReason = Literal["maxJobs", "empty", "budget"]
 
 
@@ -127,10 +127,44 @@ class JobBatch(_Wire):
     jobs: list[JobSpec] = Field(min_length=1, max_length=1000)
 
 
+class BulkRequest(_Wire):
+    """Which jobs a bulk retry or cancel acts on: every filter given must match."""
+
+    ids: list[Text255] | None = Field(None, max_length=1000)
+    status: JobStatus | None = None
+    type: Text255 | None = None
+    tenant_id: TenantId | None = None
+    created_before: AwareTime | None = Field(None, strict=False)
+    dry_run: bool = False
+    limit: int = Field(1000, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _some_filter(self) -> BulkRequest:
+        if self.ids is None and not any((self.status, self.type, self.tenant_id, self.created_before)):
+            raise ValueError("give at least one filter: ids, status, type, tenantId or createdBefore")
+        return self
+
+
+class BulkResult(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    # Jobs the filters select that are in a state the action applies to (up to limit).
+    matched: int
+    # Jobs actually moved (0 on a dry run).
+    changed: int
+
+
 class Job(BaseModel):
     """A job as stored: built from database rows without re-validation."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    # Every field is in every answer; ``step`` has a default only so that a client still reads
+    # the answers of a server that predates it.
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        json_schema_serialization_defaults_required=True,
+    )
 
     id: str
     type: str
@@ -150,6 +184,7 @@ class Job(BaseModel):
     tenant_id: str | None
     correlation_id: str
     idempotency_key: str | None
+    step: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -181,6 +216,8 @@ class DrainSummary(BaseModel):
     duration_ms: int
     remaining: int
     stopped_by: StopReason
+    # Types claimed that no handler here knows (JOBS_HANDLER_MODULES); not part of the API's summary.
+    unknown_types: tuple[str, ...] = Field((), exclude=True)
 
 
 class DrainRecord(BaseModel):

@@ -11,32 +11,52 @@ from typing import Any, ParamSpec, TypeVar
 import sqlalchemy as sa
 
 from . import kick
+from .attempts import completed_attempt
 from .config import Settings, get_settings
-from .db import engine_from_settings
+from .db import engine_from_settings, explain
 from .drain import Drainer
-from .errors import Conflict, Forbidden, NotFound, Unavailable, ValidationError
+from .errors import Conflict, Forbidden, NotFound, SluiceError, Unavailable, ValidationError
 from .jsontext import storable_json
-from .models import DrainSource, DrainSummary, Enqueued, Job, JobPage, JobSpec, JobStatus, QueueStatus
+from .models import (
+    BulkRequest,
+    BulkResult,
+    DrainSource,
+    DrainSummary,
+    Enqueued,
+    Job,
+    JobPage,
+    JobSpec,
+    JobStatus,
+    QueueStatus,
+)
 from .ratelimit import enforce_tenant_quota
 from .registry import Registry
 from .registry import registry as default_registry
+from .store import attempts as attempt_store
 from .store import jobs as store
+from .store.attempts import AttemptRecord
 from .store.jobs import NewJob, new_id, new_ids
 
 P = ParamSpec("P")
+# Named here: inside Queue, ``list`` is the method.
+AttemptList = list[AttemptRecord]
 R = TypeVar("R")
 
 
 def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Database connection faults become Unavailable (the API's 503), never a bare driver error."""
+    """Database faults that say something about the setup become ConfigError (not migrated,
+    unknown database, authentication: the API's 503 not_configured), connection faults
+    Unavailable (503 unavailable); never a bare driver error."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-            raise Unavailable("the database is unavailable; try again") from exc
         except sa.exc.DBAPIError as exc:
+            owner = args[0] if args and isinstance(args[0], Queue) else None
+            explained = explain(exc, owner.settings.database_url if owner else "")
+            if explained is not None:
+                raise explained from exc
             if exc.connection_invalidated:
                 raise Unavailable("the database connection was lost; try again") from exc
             raise
@@ -277,6 +297,46 @@ class Queue:
     def retry(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> Job:
         return self._transition(job_id, tenant, ("failed", "cancelled"), store.retry_values, "retried")
 
+    @guarded
+    def attempts(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> AttemptList:
+        """The job's attempts, oldest first; NotFound for a job the caller can't see."""
+        uid = parse_id(job_id)
+        with self.single.connect() as conn:
+            job = store.get_job(conn, uid, tenant)
+            if job is None:
+                raise NotFound(f"no job {str(job_id)!r}")
+            found = attempt_store.list_attempts(conn, uid)
+        last = completed_attempt(job)
+        return found if last is None else [*found, last]
+
+    @guarded
+    def bulk_retry(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:
+        """Retry every failed or cancelled job the filters select (as retry() does, in bulk)."""
+        return self._bulk(request, tenant, ("failed", "cancelled"), store.retry_values)
+
+    @guarded
+    def bulk_cancel(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:
+        """Cancel every pending job the filters select."""
+        return self._bulk(request, tenant, ("pending",), store.cancel_values)
+
+    def _bulk(
+        self,
+        request: BulkRequest,
+        tenant: str | None,
+        allowed: tuple[JobStatus, ...],
+        values: Callable[[str], dict[str, Any]],
+    ) -> BulkResult:
+        if tenant is not None and request.tenant_id not in (None, tenant):
+            raise Forbidden("a tenant key may only act on its own tenant's jobs")
+        where = store.bulk_filters(request, tenant or request.tenant_id)
+        if where is None:
+            return BulkResult(matched=0, changed=0)
+        with self.engine.begin() as conn:
+            matched, changed = store.bulk_transition(
+                conn, where, allowed, None if request.dry_run else values(self.dialect), request.limit
+            )
+        return BulkResult(matched=matched, changed=changed)
+
     def _transition(
         self,
         job_id: str | uuid.UUID,
@@ -311,6 +371,18 @@ class Queue:
             return True
         except sa.exc.SQLAlchemyError:
             return False
+
+    def check_database(self) -> SluiceError | None:
+        """None when the database answers and is migrated; else what is wrong, as ConfigError
+        (the setup) or Unavailable (the connection). As cheap as a ping: one empty read."""
+        try:
+            with self.single.connect() as conn:
+                store.probe(conn)
+            return None
+        except sa.exc.SQLAlchemyError as exc:
+            return explain(exc, self.settings.database_url) or Unavailable(
+                "the database is unavailable; try again"
+            )
 
 
 def _enqueued(job: Job, created: bool) -> Enqueued:

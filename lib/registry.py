@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from .config import Settings, get_settings
-from .errors import DuplicateJobType, UnknownJobType, ValidationError
+from .errors import ConfigError, DuplicateJobType, UnknownJobType, ValidationError
 from .ratelimit import Rate, parse_key, parse_rate
 from .retry import DEFAULT_BACKOFF, Backoff
 
@@ -158,7 +158,7 @@ class Registry:
         with self._lock:
             for module in (*BUILTIN_HANDLER_MODULES, *modules):
                 if module not in self._loaded:
-                    importlib.import_module(module)
+                    _import_handlers(module)
                     self._loaded.add(module)
         return self
 
@@ -192,6 +192,17 @@ class Registry:
 
     def __iter__(self) -> Iterator[JobType]:
         return iter(sorted(self._types.values(), key=lambda t: t.name))
+
+
+def _import_handlers(module: str) -> None:
+    """Import one handler module; any failure is a configuration problem naming the setting."""
+    try:
+        importlib.import_module(module)
+    except Exception as exc:  # a module can fail to import with anything: report all alike
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+        setting = "a built-in handler module" if module in BUILTIN_HANDLER_MODULES else "JOBS_HANDLER_MODULES"
+        raise ConfigError(f"{setting}: module {module!r} does not import ({reason})") from exc
 
 
 # The process-wide registry that ``@lib.job`` writes to.

@@ -44,6 +44,7 @@ class JSONDoc(sa.types.TypeDecorator[Any]):
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.JSON())
 
+
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -73,6 +74,8 @@ jobs = sa.Table(
     # A claim sets both; every later write is fenced on them (id + claim_token + processing).
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("claim_token", sa.Uuid()),
+    # The last step text a handler reported with its progress (ctx.progress(50, "resizing")).
+    sa.Column("step", sa.String(255)),
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
         name="ck_sluice_jobs_status",
@@ -141,6 +144,33 @@ drains = sa.Table(
     sa.Column("stopped_by", sa.String(8), nullable=False),
 )
 sa.Index("ix_sluice_drains_at", drains.c.at)
+
+# Drains that found nothing to do, counted per source instead of one history row each: a cron
+# ticking every minute would otherwise bury the last drain that did work.
+idle_drains = sa.Table(
+    "sluice_idle_drains",
+    metadata,
+    sa.Column("source", sa.String(8), primary_key=True),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+    sa.Column("last_at", UTCDateTime(), nullable=False),
+)
+
+# One row per attempt of a job that did not complete it (its history: outcome, error, the handler's
+# traceback). No foreign key: a per-row cascade halved the cleanup's delete rate, so the statements
+# that delete jobs (lib/store/maintenance.py) delete their attempts in the same transaction.
+attempts = sa.Table(
+    "sluice_attempts",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.Uuid(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("started_at", UTCDateTime()),
+    sa.Column("finished_at", UTCDateTime(), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text()),
+    sa.Column("traceback", sa.Text()),
+)
+sa.Index("ix_sluice_attempts_job", attempts.c.job_id, attempts.c.id)
 
 schedules = sa.Table(
     "sluice_schedules",

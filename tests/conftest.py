@@ -20,7 +20,7 @@ from lib.db import make_engine
 PG_ADMIN_URL = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_HANDLERS = "tests.jobtypes"
-TABLES = ("sluice_jobs", "sluice_drains", "sluice_schedules")
+TABLES = ("sluice_jobs", "sluice_drains", "sluice_schedules", "sluice_attempts", "sluice_idle_drains")
 
 
 def _pg_reachable() -> str | None:

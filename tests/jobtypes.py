@@ -147,3 +147,14 @@ def sensitive(payload: Card) -> dict[str, Any]:
 @job("test.internal", internal=True)
 def internal(payload: dict[str, Any]) -> None:
     """A type the app marks internal: Sluice may create it, HTTP callers may not."""
+
+
+def _check_length(length: int) -> None:
+    raise ValueError(f"length {length} is not allowed")
+
+
+@job("test.explode", max_attempts=2)
+def explode(payload: dict[str, Any]) -> None:
+    """Fails two frames deep with a payload value in a local variable (never in the traceback)."""
+    secret = payload["secret"]
+    _check_length(len(secret))

@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 import pydantic
 import sqlalchemy as sa
 
+from ..config import get_settings, settings_problem
+from ..db import explain
 from ..errors import ConfigError, SluiceError, Unavailable, ValidationError
+from ..models import JOB_STATUSES
 from . import commands
 from .output import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, error
 
@@ -22,8 +25,9 @@ EPILOG = """\
 exit codes:
   0    ok (a drain whose jobs failed is still 0: the drain itself worked)
   1    the operation failed (no such job or schedule, wrong state, ...)
-  2    usage or validation error (bad arguments, bad payload JSON, unknown job type,
-       invalid settings)
+  2    usage or validation error, or configuration that cannot work (bad arguments,
+       bad payload JSON, unknown job type, an invalid setting, a handler module that
+       does not import, a database that is missing, not migrated or refuses the login)
   3    the database is unreachable
   130  interrupted (Ctrl-C)
 
@@ -44,6 +48,39 @@ def _non_negative(text: str) -> float:
     if value < 0:
         raise argparse.ArgumentTypeError("must not be negative")
     return value
+
+
+Command = Callable[[str, str], argparse.ArgumentParser]
+
+
+def add_job_commands(command: Command) -> None:
+    """get, list, and retry/cancel (one job, or many by filter)."""
+    get = command("get", "print one job as JSON (--attempts adds its attempt history)")
+    get.add_argument("id", metavar="ID", help="the job's id")
+    get.add_argument("--attempts", action="store_true", help="add the attempts, with tracebacks")
+    get.set_defaults(handler=commands.get)
+
+    listing = command("list", "print a page of jobs as JSON, newest first")
+    listing.add_argument("--status", choices=JOB_STATUSES, default=None)
+    listing.add_argument("--type", default=None, help="only jobs of this type")
+    listing.add_argument("--tenant", default=None, help="only this tenant's jobs")
+    listing.add_argument("--limit", type=_positive, default=50, help="page size, 1..500 (default 50)")
+    listing.add_argument("--cursor", default=None, help="nextCursor of the previous page")
+    listing.set_defaults(handler=commands.list_jobs)
+
+    for verb, does in (
+        ("retry", "retry failed or cancelled jobs: one by ID, or many by filter"),
+        ("cancel", "cancel pending jobs: one by ID, or many by filter"),
+    ):
+        bulk = command(verb, does)
+        bulk.add_argument("ids", nargs="*", metavar="ID", help="job ids (one id alone: that job, as JSON)")
+        bulk.add_argument("--status", choices=JOB_STATUSES, default=None)
+        bulk.add_argument("--type", default=None, help="only jobs of this type")
+        bulk.add_argument("--tenant", default=None, help="only this tenant's jobs")
+        bulk.add_argument("--created-before", default=None, metavar="TIME", help="ISO 8601 time with offset")
+        bulk.add_argument("--limit", type=_positive, default=None, help="at most this many (default 1000)")
+        bulk.add_argument("--dry-run", action="store_true", help="count what would change, change nothing")
+        bulk.set_defaults(handler=commands.bulk, verb=verb)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--tenant", default=None, help="the job's tenantId")
     enqueue.set_defaults(handler=commands.enqueue)
 
+    add_job_commands(command)
+
     cleanup = command("cleanup", "delete finished jobs past their retention (see README)")
     cleanup.add_argument("--completed-older-than", type=int, default=None, metavar="S")
     cleanup.add_argument("--failed-older-than", type=int, default=None, metavar="S")
@@ -153,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except pydantic.ValidationError as exc:
         # Only settings reach here: the commands turn their own input errors into ValidationError.
-        error(f"invalid settings: {_first_lines(exc)}")
+        error(f"invalid settings: {settings_problem(exc)}")
         return EXIT_USAGE
     except (ValidationError, ConfigError) as exc:
         error(exc.message, exc.details)
@@ -161,14 +200,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unavailable as exc:
         error(exc.message)
         return EXIT_UNAVAILABLE
-    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        # Migrations talk to the database outside the queue's guards.
-        error(f"the database is unreachable: {_first_lines(exc.orig or exc)}")
-        return EXIT_UNAVAILABLE
+    except sa.exc.DBAPIError as exc:
+        # Migrations and a few maintenance commands talk to the database outside the queue's guards.
+        return _database_error(exc)
     except SluiceError as exc:
         error(exc.message, exc.details)
         return EXIT_FAILED
     return code
+
+
+def _database_error(exc: sa.exc.DBAPIError) -> int:
+    explained = explain(exc, get_settings().database_url)
+    if isinstance(explained, ConfigError):
+        error(explained.message)
+        return EXIT_USAGE
+    if explained is None and not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        raise exc
+    error(explained.message if explained else f"the database is unreachable: {_first_lines(exc.orig or exc)}")
+    return EXIT_UNAVAILABLE
 
 
 def _first_lines(exc: BaseException, lines: int = 3) -> str:

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from .. import logs
 from ..config import Settings, get_settings
 from ..errors import Unavailable, ValidationError, invalid
-from ..models import DrainSummary, JobSpec, StopReason
+from ..models import BulkRequest, DrainSummary, JobSpec, StopReason
 from ..queue import Queue
 from ..worker import Waker
 from .output import EXIT_OK, EXIT_USAGE, Progress, emit, error, info
@@ -101,8 +101,19 @@ def drain(args: argparse.Namespace) -> int:
         finally:
             if progress is not None:
                 progress.finish()
+    warn_unknown_types(summary)
     emit(summary.model_dump(by_alias=True))
     return EXIT_OK
+
+
+def warn_unknown_types(summary: DrainSummary) -> None:
+    """Jobs this process has no handler for are retried later, never silently: say so."""
+    if summary.unknown_types:
+        names = ", ".join(repr(name) for name in summary.unknown_types)
+        info(
+            f"warning: no handler for job type {names} here: the jobs are retried with backoff. "
+            "Set JOBS_HANDLER_MODULES to the module(s) that register it (e.g. JOBS_HANDLER_MODULES=app.jobs)"
+        )
 
 
 def drain_in_chunks(
@@ -147,6 +158,7 @@ def drain_in_chunks(
         duration_ms=round((time.monotonic() - started) * 1000),
         remaining=parts[-1].remaining,
         stopped_by=stopped,
+        unknown_types=tuple(sorted({name for p in parts for name in p.unknown_types})),
     )
 
 
@@ -171,6 +183,7 @@ def drain_loop(queue: Queue, max_jobs: int, budget_ms: int, interval: float) -> 
                     stop.wait(max(interval, 1.0))
                     continue
                 if summary.processed or summary.retried or summary.failed:
+                    warn_unknown_types(summary)
                     emit(summary.model_dump(by_alias=True), compact=True)
                 if summary.stopped_by == "empty":
                     waker.wait()
@@ -244,6 +257,69 @@ def enqueue(args: argparse.Namespace) -> int:
     if not result.created:
         info("a job with this idempotency key exists already; nothing new was enqueued")
     emit(result.job.to_wire())
+    return EXIT_OK
+
+
+# -- reading and fixing jobs ------------------------------------------------------------------------
+
+
+def get(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    with open_queue() as queue:
+        job = queue.get(args.id).to_wire()
+        if args.attempts:
+            job["attempts"] = [item.to_wire() for item in queue.attempts(args.id)]
+    emit(job)
+    return EXIT_OK
+
+
+def list_jobs(args: argparse.Namespace) -> int:
+    configure_logs(args, get_settings())
+    if args.limit > 500:
+        raise ValidationError("--limit must be between 1 and 500", [{"loc": "limit", "msg": "at most 500"}])
+    with open_queue() as queue:
+        page = queue.list(
+            status=args.status, type=args.type, tenant=args.tenant, limit=args.limit, cursor=args.cursor
+        )
+    emit(page.model_dump(mode="json", by_alias=True))
+    return EXIT_OK
+
+
+def bulk(args: argparse.Namespace) -> int:
+    """``retry ID`` / ``cancel ID``: that job, printed; with filters, several ids or --dry-run:
+    ``{"matched", "changed"}`` as POST /api/jobs/retry|cancel answers."""
+    configure_logs(args, get_settings())
+    filters = {
+        "status": args.status,
+        "type": args.type,
+        "tenantId": args.tenant,
+        "createdBefore": args.created_before,
+        "limit": args.limit,
+    }
+    given = {key: value for key, value in filters.items() if value is not None}
+    single = len(args.ids) == 1 and not given and not args.dry_run
+    with open_queue() as queue:
+        if single:
+            action = queue.retry if args.verb == "retry" else queue.cancel
+            emit(action(args.ids[0]).to_wire())
+            return EXIT_OK
+        body: dict[str, Any] = {**given, "dryRun": args.dry_run}
+        if args.ids:
+            body["ids"] = args.ids
+        try:
+            request = BulkRequest.model_validate(body, by_alias=True)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'filters'}: "
+                + err["msg"].removeprefix("Value error, ")
+                for err in exc.errors(include_url=False, include_input=False, include_context=False)
+            )
+            raise ValidationError(f"the {args.verb} filters are not valid: {problems}") from None
+        result = queue.bulk_retry(request) if args.verb == "retry" else queue.bulk_cancel(request)
+    if args.dry_run:
+        done = "retried" if args.verb == "retry" else "cancelled"
+        info(f"dry run: {result.matched} job(s) would be {done}; nothing changed")
+    emit(result.model_dump(by_alias=True))
     return EXIT_OK
 
 

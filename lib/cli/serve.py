@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     database = safe_url(settings.database_url)
     if settings.database_url.startswith("sqlite"):
         database += f" (migrated to {migrate_database(settings)})"
-    else:
-        database += " (not migrated here: run `python -m lib migrate` first)"
+
     from werkzeug.serving import make_server
 
     # The port is known once bound (--port 0), and the app's kicks need it: bind first, load after.
@@ -66,11 +65,16 @@ def run(args: argparse.Namespace) -> int:
     base = f"http://{url_host(args.host)}:{server.server_port}"
     settings = kick_self(settings, loopback_base(args.host, server.server_port))
     app.append(load_app())
+    problem = startup_problem(app[0])
     crons, origin = read_crons(PROJECT_ROOT / "vercel.json")
     banner(
         base, database=database, generated_key=generated_key, crons=crons, origin=origin, tick=args.tick,
         kick=kick_line(settings),
     )  # fmt: skip
+    if problem is not None:
+        # Served anyway: health and every API call name the same problem, and fixing the
+        # setting and restarting is the way out.
+        error(f"{problem}\n  (the API answers 503 with this message until it is fixed)")
     emulator = CronEmulator(loopback_base(args.host, server.server_port), crons, args.tick, settings)
     emulator.start()
     previous = signal.signal(signal.SIGTERM, _interrupt)
@@ -84,6 +88,17 @@ def run(args: argparse.Namespace) -> int:
         server.server_close()
     print("stopped", flush=True)
     return EXIT_OK
+
+
+def startup_problem(app: Any) -> str | None:
+    """What keeps the app from working, as its health check would say: a setting or handler
+    module (JOBS_HANDLER_MODULES) that cannot work, or a database that can't be used as is."""
+    state = app.extensions["sluice"]
+    problem: str | None = state.problem
+    if problem is None:
+        found = state.queue.check_database()
+        problem = None if found is None else found.message
+    return problem
 
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:

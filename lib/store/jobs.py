@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
 from ..errors import Unavailable
-from ..models import JOB_STATUSES, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
-from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, drains, job_columns, jobs
+from ..models import JOB_STATUSES, BulkRequest, DrainRecord, DrainSummary, Job, JobStatus, QueueStatus
+from ..schema import IDEMPOTENCY_TENANT, UTCDateTime, attempts, drains, job_columns, jobs
+from ..schema import idle_drains as idle_drains_table
 from .clock import now, now_plus
 from .notify import CHANNEL
 
@@ -70,6 +71,9 @@ def to_job(row: Any) -> Job:
     """A database row → Job, trusting the row (no validation on the way out)."""
     values = dict(row._mapping)
     values["id"] = str(values["id"])
+    if values["status"] == "completed":
+        # A finished job is all done, whatever the handler last reported (API.md).
+        values["progress"] = 100
     return trusted_job(values)
 
 
@@ -303,6 +307,7 @@ def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
             "tenant_id": job.tenant_id,
             "correlation_id": job.correlation_id,
             "idempotency_key": job.idempotency_key,
+            "step": None,
         }
     )
 
@@ -382,7 +387,63 @@ def retry_values(dialect: str) -> dict[str, Any]:
         "finished_at": None,
         "result": None,
         "progress": None,
+        "step": None,
     }
+
+
+def bulk_filters(request: BulkRequest, tenant: str | None) -> list[sa.ColumnElement[bool]] | None:
+    """The request's filters as conditions; None when its ids name no job at all."""
+    where: list[sa.ColumnElement[bool]] = []
+    if request.ids is not None:
+        ids = [uid for uid in (_maybe_id(text) for text in request.ids) if uid is not None]
+        if not ids:
+            return None
+        where.append(jobs.c.id.in_(ids))
+    if request.status is not None:
+        where.append(jobs.c.status == request.status)
+    if request.type is not None:
+        where.append(jobs.c.type == request.type)
+    if tenant is not None:
+        where.append(jobs.c.tenant_id == tenant)
+    if request.created_before is not None:
+        where.append(jobs.c.created_at < request.created_before)
+    return where
+
+
+def _maybe_id(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+def bulk_transition(
+    conn: sa.Connection,
+    where: Sequence[sa.ColumnElement[bool]],
+    from_statuses: Sequence[JobStatus],
+    values: dict[str, Any] | None,
+    limit: int,
+) -> tuple[int, int]:
+    """Up to ``limit`` jobs matching ``where`` and in one of ``from_statuses`` (oldest first):
+    (how many, how many moved to ``values``). ``values`` None: count only (a dry run). The update
+    re-checks the status, so a job that moved meanwhile is left alone and not counted."""
+    eligible = [*where, jobs.c.status.in_(from_statuses)]
+    ids = list(conn.execute(sa.select(jobs.c.id).where(*eligible).order_by(jobs.c.id).limit(limit)).scalars())
+    if values is None or not ids:
+        return len(ids), 0
+    changed = 0
+    for start in range(0, len(ids), 1000):  # bounded statements: at most 1000 bound ids each
+        chunk = ids[start : start + 1000]
+        stmt = sa.update(jobs).where(jobs.c.id.in_(chunk), jobs.c.status.in_(from_statuses))
+        changed += conn.execute(stmt.values(**values)).rowcount
+    return len(ids), changed
+
+
+def probe(conn: sa.Connection) -> None:
+    """Fails unless the database answers and holds the latest schema (the newest table and
+    column are named); reads no row."""
+    conn.execute(sa.select(jobs.c.step).where(sa.false()).limit(1)).all()
+    conn.execute(sa.select(attempts.c.id).where(sa.false()).limit(1)).all()
 
 
 def count_ready(conn: sa.Connection) -> int:
@@ -441,6 +502,11 @@ def _utc(value: datetime | str) -> datetime:
 
 
 def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> None:
+    """A history row for a drain that did something; one that found nothing is only counted
+    (per source), so the last row is always the last drain that did work."""
+    if not (summary.processed or summary.retried or summary.failed):
+        count_idle_drain(conn, source)
+        return
     conn.execute(
         sa.insert(drains).values(
             at=now(conn.dialect.name),
@@ -455,6 +521,26 @@ def record_drain(conn: sa.Connection, summary: DrainSummary, source: str) -> Non
     )
 
 
+_IDLE_UPSERT = (
+    "INSERT INTO sluice_idle_drains (source, count, last_at) VALUES (:source, 1, {now}) "
+    "ON CONFLICT (source) DO UPDATE SET count = sluice_idle_drains.count + 1, last_at = excluded.last_at"
+)
+_IDLE_PG = sa.text(_IDLE_UPSERT.format(now="now()"))
+_IDLE_SQLITE = sa.text(_IDLE_UPSERT.format(now="strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"))
+
+
+def count_idle_drain(conn: sa.Connection, source: str) -> None:
+    statement = _IDLE_PG if conn.dialect.name == "postgresql" else _IDLE_SQLITE
+    conn.execute(statement, {"source": source})
+
+
+def idle_drains(conn: sa.Connection) -> dict[str, tuple[int, datetime]]:
+    """{source: (drains that found nothing, when the last of them ran)}."""
+    table = idle_drains_table
+    rows = conn.execute(sa.select(table.c.source, table.c.count, table.c.last_at))
+    return {source: (int(n), at) for source, n, at in rows}
+
+
 def last_drain(conn: sa.Connection) -> DrainRecord | None:
     stmt = sa.select(drains).order_by(drains.c.id.desc()).limit(1)
     row = conn.execute(stmt).first()
@@ -467,3 +553,22 @@ def last_drain(conn: sa.Connection) -> DrainRecord | None:
         duration_ms=row.duration_ms,
         stopped_by=row.stopped_by,
     )
+
+
+MAX_STEP_CHARS = 255
+
+
+def set_progress_step(
+    conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, percent: int, step: str | None
+) -> bool:
+    """A running job's progress, and its step text when given; fenced on its claim like every
+    write after a claim. The text is cut to the column and made storable (no U+0000)."""
+    values: dict[str, Any] = {"progress": percent}
+    if step is not None:
+        values["step"] = step[:MAX_STEP_CHARS].replace("\x00", "\ufffd")
+    stmt = (
+        sa.update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.claim_token == token, jobs.c.status == "processing")
+        .values(**values)
+    )
+    return bool(conn.execute(stmt).rowcount)

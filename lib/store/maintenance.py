@@ -13,7 +13,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..schema import drains, jobs
+from ..schema import attempts, drains, jobs
+from .attempts import delete_attempts
 from .clock import now_plus
 
 FINISHED = ("completed", "failed", "cancelled")
@@ -64,7 +65,14 @@ def _delete_batch(
 ) -> list[dict[str, Any]]:
     stmt = sa.delete(jobs).where(jobs.c.id.in_(_batch(jobs, where, limit, skip_locked=skip_locked)), where)
     returned = stmt.returning(*jobs.c) if full_rows else stmt.returning(jobs.c.id)
-    return [dict(row._mapping) for row in conn.execute(returned)]
+    if conn.dialect.name == "postgresql":
+        # The jobs' attempts go in the same statement (a data-modifying CTE): no extra round trip.
+        gone = returned.cte("gone")
+        history = sa.delete(attempts).where(attempts.c.job_id.in_(sa.select(gone.c.id))).cte("history")
+        return [dict(row._mapping) for row in conn.execute(sa.select(gone).add_cte(history))]
+    rows = [dict(row._mapping) for row in conn.execute(returned)]
+    delete_attempts(conn, [row["id"] for row in rows])
+    return rows
 
 
 def delete_finished(

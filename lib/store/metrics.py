@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from ..schema import drains
 from .clock import now_plus
+from .jobs import idle_drains
 
 OUTCOMES = ("succeeded", "retried", "failed")
 
@@ -24,6 +26,8 @@ class DrainStats:
     recent_count: int
     recent_seconds: float
     recent_buckets: tuple[tuple[float, int], ...]
+    # When the last drain that found nothing ran (cron is alive even when there is no work).
+    last_idle_at: datetime | None = None
 
 
 def drain_stats(conn: sa.Connection, window_seconds: int, bounds: Sequence[float]) -> DrainStats:
@@ -45,6 +49,11 @@ def drain_stats(conn: sa.Connection, window_seconds: int, bounds: Sequence[float
         sa.func.count(), sa.func.coalesce(sa.func.sum(drains.c.duration_ms), 0), *in_bucket
     ).where(drains.c.at >= now_plus(conn.dialect.name, -float(window_seconds)))
     count, total_ms, *cumulative = conn.execute(recent).one()
+    # Drains that found nothing are counted, not recorded: they count as stopped_by "empty".
+    last_idle = None
+    for source, (n, at) in idle_drains(conn).items():
+        by_kind[(source, "empty")] = by_kind.get((source, "empty"), 0) + n
+        last_idle = at if last_idle is None else max(last_idle, at)
     return DrainStats(
         drains=by_kind,
         outcomes=outcomes,
@@ -53,4 +62,5 @@ def drain_stats(conn: sa.Connection, window_seconds: int, bounds: Sequence[float
         recent_buckets=tuple(
             (float(bound), int(n or 0)) for bound, n in zip(bounds, cumulative, strict=True)
         ),
+        last_idle_at=last_idle,
     )

@@ -50,10 +50,15 @@ def settings_for(url: str, **overrides: Any) -> Settings:
 
 
 @contextmanager
-def serve_app(settings: Settings) -> Iterator[str]:
-    """The app on 127.0.0.1:<free port> in a thread; yields its base URL."""
+def serve_app(settings: Settings, *, public_url: bool = False) -> Iterator[str]:
+    """The app on 127.0.0.1:<free port> in a thread; yields its base URL. ``public_url``: that URL
+    is the app's JOBS_PUBLIC_URL (where fan-out drains call it)."""
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    if public_url:
+        base = f"http://127.0.0.1:{server.server_port}"
+        settings = Settings(**{**settings.model_dump(), "jobs_public_url": base})
     app = create_app(settings)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
+    server.app = app
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="test-server", daemon=True)
     thread.start()
     try:

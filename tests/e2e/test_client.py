@@ -57,7 +57,7 @@ def test_enqueue_process_wait_and_read_back(served: tuple[str, str]) -> None:
     done = c.wait(job.id, timeout=5, poll=0.05)
     assert done.status == "completed"
     assert done.result == {"greeting": "hello ada", "attempt": 1}
-    assert done.progress == 50
+    assert done.progress == 100
     q = make_queue(url)
     assert count(q, "status = 'completed'") == 1
     q.engine.dispose()
@@ -104,6 +104,24 @@ def test_list_status_cancel_retry(served: tuple[str, str]) -> None:
     q = make_queue(url)
     assert count(q, "status = 'pending'") == 1
     assert count(q, "status = 'cancelled'") == 1
+    q.engine.dispose()
+
+
+def test_attempts_and_bulk_retry_cancel(served: tuple[str, str]) -> None:
+    base, url = served
+    c = client(base)
+    doomed = [c.enqueue(type="test.permanent") for _ in range(2)]
+    waiting = c.enqueue(type="noop", delay_seconds=600)
+    c.process()
+    (attempt,) = c.attempts(doomed[0].id)
+    assert attempt["outcome"] == "failed" and "PermanentError" in attempt["traceback"]
+    assert c.retry_many(type="test.permanent", dry_run=True).model_dump() == {"matched": 2, "changed": 0}
+    assert c.retry_many(type="test.permanent", status="failed").changed == 2
+    assert c.cancel_many(ids=[waiting.id, doomed[0].id]).changed == 2
+    with pytest.raises(ValidationError):
+        c.cancel_many(dry_run=True)
+    q = make_queue(url)
+    assert count(q, "status = 'cancelled'") == 2 and count(q, "status = 'pending'") == 1
     q.engine.dispose()
 
 

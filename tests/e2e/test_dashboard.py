@@ -153,11 +153,11 @@ def test_counts_drain_retry_search_and_layout(page: Page, site: tuple[str, Queue
     expect(opener).to_be_focused()
     page.keyboard.press("Enter")
     expect(dialog).to_be_visible()
-    page.get_by_role("button", name="Retry").click()
+    page.get_by_role("button", name="Retry", exact=True).click()
     expect(dialog.locator(".status")).to_have_text("pending")
     job = queue.get(doomed["id"])
     assert (job.status, job.attempts, job.last_error) == ("pending", 0, "RuntimeError: boom")
-    expect(page.get_by_role("button", name="Retry")).to_be_disabled()
+    expect(page.get_by_role("button", name="Retry", exact=True)).to_be_disabled()
     page.get_by_role("button", name="Close job details").click()
     expect(dialog).to_be_hidden()
     # The job left the failed list, so focus lands on the list's heading instead.
@@ -216,3 +216,84 @@ def test_a_tenant_key_sees_its_jobs_and_no_drain_button(page: Page, site: tuple[
     page.reload()
     expect(page.locator("#app")).to_be_hidden()
     expect(page.get_by_role("alert").filter(has_text="no longer accepted")).to_be_visible()
+
+
+def test_the_job_page_shows_attempts_tracebacks_and_step(page: Page, site: tuple[str, Queue]) -> None:
+    base, queue = site
+    failing = enqueue(base, {"type": "test.explode", "payload": {"secret": "hunter2-SECRET"}})
+    greeted = enqueue(base, {"type": "test.greet", "payload": {"name": "ada"}})
+    queue.drain()
+    page.goto(base + "/")
+    sign_in(page, ADMIN_KEY)
+    page.get_by_label("Job id").fill(failing["id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Show job {failing['id']}").click()
+    attempts = page.locator("#detail-attempts li")
+    expect(attempts).to_have_count(1)
+    expect(attempts.first).to_contain_text("Attempt 1")
+    expect(attempts.first).to_contain_text("retried")
+    expect(attempts.first.locator(".attempt-error")).to_have_text("ValueError: length 14 is not allowed")
+    traceback = attempts.first.locator("pre.traceback")
+    expect(traceback).to_be_hidden()
+    attempts.first.locator("summary").click()
+    expect(traceback).to_be_visible()
+    expect(traceback).to_contain_text("in _check_length")
+    expect(traceback).not_to_contain_text("hunter2")
+    page.screenshot(path=str(ARTIFACTS / "dashboard-attempts.png"))
+    page.get_by_role("button", name="Close job details").click()
+
+    page.get_by_label("Job id").fill(greeted["id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Show job {greeted['id']}").click()
+    expect(page.locator("#detail-progress-text")).to_have_text("100%")
+    expect(page.locator("#detail-step")).to_have_text("halfway")
+    expect(page.locator("#detail-attempts li")).to_have_count(1)
+    expect(page.locator("#detail-attempts li").first).to_contain_text("completed")
+
+
+def test_bulk_retry_shows_the_count_before_confirming(page: Page, site: tuple[str, Queue]) -> None:
+    base, queue = site
+    failed = [enqueue(base, {"type": "test.permanent"}) for _ in range(3)]
+    enqueue(base, {"type": "test.fail", "maxAttempts": 1})
+    queue.drain()
+    page.goto(base + "/")
+    sign_in(page, ADMIN_KEY)
+
+    # Without a filter, nothing is offered: bulk actions never mean "every job".
+    page.get_by_role("button", name="Retry matching jobs…").click()
+    expect(page.locator("#bulk-message")).to_contain_text("Search by status, type, tenant or id first")
+
+    page.get_by_label("Type", exact=True).fill("test.permanent")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name="Retry matching jobs…").click()
+    expect(page.locator("#bulk-question")).to_have_text(
+        "3 jobs will be retried (pending again, attempts reset). Go ahead?"
+    )
+    assert all(queue.get(job["id"]).status == "failed" for job in failed)  # the count was a dry run
+    page.get_by_role("button", name="Keep them").click()
+    expect(page.locator("#bulk-confirm")).to_be_hidden()
+    assert all(queue.get(job["id"]).status == "failed" for job in failed)
+
+    page.get_by_role("button", name="Retry matching jobs…").click()
+    page.get_by_role("button", name="Retry 3").click()
+    expect(page.locator("#bulk-message")).to_have_text("3 jobs retried.")
+    assert all(queue.get(job["id"]).status == "pending" for job in failed)
+    expect(page.locator("#count-pending")).to_have_text("3")
+    expect(page.locator("#count-failed")).to_have_text("1")
+
+    page.get_by_role("button", name="Cancel matching jobs…").click()
+    page.get_by_role("button", name="Cancel 3").click()
+    expect(page.locator("#bulk-message")).to_have_text("3 jobs cancelled.")
+    expect(page.locator("#count-cancelled")).to_have_text("3")
+
+
+def test_a_misconfigured_server_says_what_is_wrong_at_sign_in(
+    page: Page, sqlite_template: Path, tmp_path: Path
+) -> None:
+    url = sqlite_copy(sqlite_template, tmp_path)
+    with serve_app(settings_for(url, jobs_handler_modules="tests.jobtypes,app.missing_jobs")) as base:
+        page.goto(base + "/")
+        sign_in(page, ADMIN_KEY)
+        alert = page.get_by_role("alert").filter(has_text="JOBS_HANDLER_MODULES")
+        expect(alert).to_contain_text("'app.missing_jobs' does not import")
+        expect(page.locator("#app")).to_be_hidden()

@@ -13,9 +13,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Any
+
+import pytest
 
 from tests.e2e.appserver import free_port
 
@@ -93,7 +96,8 @@ def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
             time.sleep(0.2)
         _, overview = _call("GET", f"{base}/api/jobs/status", key)
         assert overview["counts"]["completed"] == 1
-        assert overview["lastDrain"] is not None
+        # The emulator's calls are cron drains (Vercel Cron's user agent), not API calls.
+        assert overview["lastDrain"]["source"] == "cron"
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0
@@ -154,5 +158,42 @@ def test_serve_kicks_itself_on_enqueue(tmp_path: Path) -> None:
             server.wait()
         for pump in pumps:
             pump.join(timeout=5)
+        server.stdout.close()
+        server.stderr.close()
+
+
+def test_serve_names_a_start_up_problem_and_health_says_it(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'sluice.db'}",
+        JOBS_HANDLER_MODULES="app.jobz",
+        PYTHONUNBUFFERED="1",
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "0"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None and server.stderr is not None
+    errors: queue.Queue[str] = queue.Queue()
+    pump = threading.Thread(target=_pump, args=(server.stderr, errors), daemon=True)
+    pump.start()
+    try:
+        line = _wait_for_line(errors, "error: ", [], 30)
+        assert "JOBS_HANDLER_MODULES" in line and "'app.jobz' does not import" in line
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/health")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10)
+        body = json.loads(refused.value.read())
+        assert refused.value.code == 503 and body["status"] == "misconfigured"
+        assert "JOBS_HANDLER_MODULES" in body["problem"]
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=15)
+        pump.join(timeout=5)
         server.stdout.close()
         server.stderr.close()

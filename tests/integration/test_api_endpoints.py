@@ -21,7 +21,7 @@ ADMIN = {"x-api-key": "k1"}
 JOB_KEYS = [
     "id", "type", "payload", "status", "priority", "attempts", "maxAttempts", "timeoutSeconds",
     "runAt", "createdAt", "startedAt", "finishedAt", "lastError", "result", "progress",
-    "tenantId", "correlationId", "idempotencyKey",
+    "tenantId", "correlationId", "idempotencyKey", "step",
 ]  # fmt: skip
 SUMMARY_KEYS = ["processed", "succeeded", "retried", "failed", "durationMs", "remaining", "stoppedBy"]
 STATUS_KEYS = ["counts", "ready", "scheduled", "oldestReadyAgeSeconds", "byType", "lastDrain", "pending"]
@@ -73,6 +73,7 @@ def test_enqueue_answers_201_with_the_exact_job_object(client: FlaskClient, queu
         "progress": None,
         "tenantId": None,
         "idempotencyKey": None,
+        "step": None,
     }
     assert UTC_TIME.match(job["runAt"]) and UTC_TIME.match(job["createdAt"])
     assert isinstance(job["correlationId"], str) and job["correlationId"]

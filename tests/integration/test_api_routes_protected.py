@@ -35,6 +35,9 @@ TENANT_ENDPOINTS = {
     "jobs.cancel_job",
     "jobs.retry_job",
     "jobs.status",
+    "jobs.job_attempts",
+    "jobs.bulk_retry",
+    "jobs.bulk_cancel",
 }
 # The one endpoint the cron secret opens.
 CRON_ENDPOINTS = {"jobs.process"}
@@ -47,6 +50,8 @@ BODIES: dict[str, Any] = {
     "jobs.enqueue_batch": {"jobs": [{"type": "noop"}]},
     "maintenance.put_schedule": {"cron": "* * * * *", "type": "noop"},
     "maintenance.run_cleanup": {},
+    "jobs.bulk_retry": {"status": "failed", "dryRun": True},
+    "jobs.bulk_cancel": {"status": "pending", "dryRun": True},
 }
 TENANT = {"x-api-key": "ta"}
 GLOBEX = {"Authorization": "Bearer tg"}

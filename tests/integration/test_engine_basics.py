@@ -17,7 +17,7 @@ def test_enqueue_then_drain_completes_with_result(queue: Queue) -> None:
     done = queue.get(job.id)
     assert done.status == "completed"
     assert done.result == {"greeting": "hello ada", "attempt": 1}
-    assert done.progress == 50
+    assert done.progress == 100 and done.step == "halfway"
     assert done.finished_at is not None and done.started_at is not None
     assert count(queue, "status = 'completed' AND claim_token IS NULL AND lease_expires_at IS NULL") == 1
 

@@ -86,7 +86,7 @@ def test_migrated_schema_equals_lib_schema(fresh_queue: Queue) -> None:
         if sqlite:
             # The inspector skips expression indexes on SQLite; sqlite_master still lists them.
             assert set(got) == set(expected) - EXPRESSION_INDEXES, name
-            assert stored is not None and stored[name] == set(expected), name
+            assert stored is not None and stored.get(name, set()) == set(expected), name
         else:
             assert set(got) == set(expected), name
         for index_name, index in got.items():

@@ -25,7 +25,7 @@ def make_ctx(attempt: int = 1) -> JobContext:
         tenant_id=None,
         correlation_id="corr",
         deadline=time.monotonic() + 60,
-        _report=lambda _i, _p: None,
+        _report=lambda _i, _p, _s: None,
         _uuid=job_id,
     )
 

@@ -23,6 +23,7 @@
     busy: false,
     opener: null,
     job: null,
+    bulk: null,
     chart: null,
   };
 
@@ -34,12 +35,15 @@
     }
   }
 
-  async function api(method, path, key = state.key) {
+  async function api(method, path, key = state.key, body = undefined) {
     let response;
+    const headers = { "x-api-key": key, accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
     try {
       response = await fetch(path, {
         method,
-        headers: { "x-api-key": key, accept: "application/json" },
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
         cache: "no-store",
         credentials: "omit",
       });
@@ -116,7 +120,8 @@
   function loginMessage(err) {
     if (err.status === 401) return "That API key is not valid.";
     if (err.status === 403) return "That key may not read the queue.";
-    if (err.code === "not_configured") return "The server has no API key configured (set JOBS_API_KEYS).";
+    // The server's own words: no key configured, a setting that cannot work, a database to migrate.
+    if (err.code === "not_configured") return `The server is not configured: ${err.message}`;
     return `Could not sign in: ${err.message}`;
   }
 
@@ -232,7 +237,8 @@
         ),
       );
     } else {
-      drain.textContent = state.admin ? "never" : "not shown to tenant keys";
+      // Drains that found nothing are counted (metrics), not recorded: none yet is normal at first.
+      drain.textContent = state.admin ? "none yet" : "not shown to tenant keys";
     }
     renderTypes(status.byType || {});
   }
@@ -339,6 +345,7 @@
     state.opener = opener;
     try {
       renderJob(await api("GET", `/api/jobs/${encodeURIComponent(id)}`));
+      await loadAttempts(id);
     } catch (err) {
       handleError(err, "Could not load the job");
       return;
@@ -351,7 +358,9 @@
 
   async function reloadJob() {
     try {
-      renderJob(await api("GET", `/api/jobs/${encodeURIComponent(state.job.id)}`));
+      const id = state.job.id;
+      renderJob(await api("GET", `/api/jobs/${encodeURIComponent(id)}`));
+      await loadAttempts(id);
     } catch (err) {
       if (err.status === 404) $("detail-error").textContent = "This job no longer exists.";
       else throw err;
@@ -391,11 +400,49 @@
       progress.value = job.progress;
       $("detail-progress-text").textContent = `${job.progress}%`;
     }
+    $("detail-step").textContent = job.step ?? "none reported";
     $("detail-last-error").textContent = job.lastError ?? "none";
     $("detail-payload").textContent = pretty(job.payload);
     $("detail-result").textContent = pretty(job.result);
     $("retry").disabled = !["failed", "cancelled"].includes(job.status);
     $("cancel").disabled = job.status !== "pending";
+  }
+
+  async function loadAttempts(id) {
+    const { attempts } = await api("GET", `/api/jobs/${encodeURIComponent(id)}/attempts`);
+    if (!state.job || state.job.id !== id) return;
+    renderAttempts(attempts);
+  }
+
+  function renderAttempts(attempts) {
+    const list = $("detail-attempts");
+    // Keep open tracebacks open across refreshes.
+    const open = new Set([...list.querySelectorAll("details[open]")].map((d) => d.dataset.index));
+    list.replaceChildren();
+    $("detail-attempts-empty").textContent = attempts.length ? "" : "No attempt has run yet.";
+    attempts.forEach((a, index) => {
+      const took = a.durationMs == null ? "" : ` · ${a.durationMs} ms`;
+      const item = el(
+        "li",
+        { class: `attempt outcome-${a.outcome}` },
+        el("span", { class: "attempt-head" },
+          el("strong", { text: `Attempt ${a.attempt}` }),
+          document.createTextNode(" · "),
+          el("span", { class: "outcome", text: a.outcome.replace("_", " ") }),
+          document.createTextNode(" · finished "),
+          timeEl(a.finishedAt),
+          document.createTextNode(took)),
+      );
+      if (a.error) item.append(el("pre", { class: "code attempt-error", text: a.error }));
+      if (a.traceback) {
+        const details = el("details", { "data-index": String(index) },
+          el("summary", { text: "Traceback" }),
+          el("pre", { class: "code traceback", text: a.traceback }));
+        if (open.has(String(index))) details.open = true;
+        item.append(details);
+      }
+      list.append(item);
+    });
   }
 
   async function act(verb) {
@@ -416,6 +463,67 @@
 
   function closeJob() {
     $("detail").close();
+  }
+
+  // -- bulk retry and cancel --------------------------------------------------------------------
+
+  // The list's filters as a bulk request body; null when there is no filter (never "every job").
+  function bulkFilters() {
+    const { status, type, tenant, id } = state.filters;
+    const body = {};
+    if (id) body.ids = [id];
+    if (status) body.status = status;
+    if (type) body.type = type;
+    if (tenant) body.tenantId = tenant;
+    return Object.keys(body).length ? body : null;
+  }
+
+  async function bulkAsk(verb) {
+    const message = $("bulk-message");
+    message.textContent = "";
+    const filters = bulkFilters();
+    if (!filters) {
+      message.textContent = "Search by status, type, tenant or id first: bulk actions act on the jobs the list is filtered on.";
+      return;
+    }
+    try {
+      const { matched } = await api("POST", `/api/jobs/${verb}`, state.key, { ...filters, dryRun: true });
+      if (!matched) {
+        message.textContent = verb === "retry"
+          ? "No failed or cancelled job matches these filters."
+          : "No pending job matches these filters.";
+        return;
+      }
+      state.bulk = { verb, filters, matched };
+      const what = verb === "retry" ? "retried (pending again, attempts reset)" : "cancelled";
+      $("bulk-question").textContent = `${matched} job${matched === 1 ? "" : "s"} will be ${what}. Go ahead?`;
+      $("bulk-confirm").hidden = false;
+      $("bulk-go").textContent = verb === "retry" ? `Retry ${matched}` : `Cancel ${matched}`;
+      $("bulk-go").focus();
+    } catch (err) {
+      if (err.status === 401) return handleError(err, "Bulk action");
+      message.textContent = err.message;
+    }
+  }
+
+  async function bulkGo() {
+    const pending = state.bulk;
+    bulkBack();
+    if (!pending) return;
+    try {
+      const { changed } = await api("POST", `/api/jobs/${pending.verb}`, state.key, pending.filters);
+      const done = pending.verb === "retry" ? "retried" : "cancelled";
+      $("bulk-message").textContent = `${changed} job${changed === 1 ? "" : "s"} ${done}.`;
+      refresh(true);
+    } catch (err) {
+      if (err.status === 401) return handleError(err, "Bulk action");
+      $("bulk-message").textContent = err.message;
+    }
+  }
+
+  function bulkBack() {
+    state.bulk = null;
+    $("bulk-confirm").hidden = true;
   }
 
   // -- throughput chart --------------------------------------------------------------------------
@@ -551,6 +659,13 @@
     $("filters").addEventListener("reset", () => {
       state.filters = { status: "", type: "", tenant: "", id: "" };
       reloadJobs();
+    });
+    $("bulk-retry").addEventListener("click", () => bulkAsk("retry"));
+    $("bulk-cancel").addEventListener("click", () => bulkAsk("cancel"));
+    $("bulk-go").addEventListener("click", bulkGo);
+    $("bulk-back").addEventListener("click", () => {
+      bulkBack();
+      $("bulk-message").textContent = "Nothing changed.";
     });
     $("retry").addEventListener("click", () => act("retry"));
     $("cancel").addEventListener("click", () => act("cancel"));
