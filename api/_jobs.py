@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from lib.deployment import OwnDeployment, own_deployment
 from lib.errors import ValidationError
 from lib.fanout import FANOUT_HEADER, MAX_FANOUT, FanOut, extra_calls, merge
+from lib.kick import KICK_HEADER
 from lib.models import (
     JOB_STATUSES,
     TENANT_ID,
@@ -177,9 +178,11 @@ def process() -> Response:
 def _drain_source(role: str) -> DrainSource:
     """Who started this drain, as the history records it: a fan-out call of another drain, a
     cron service (the cron secret, or Vercel Cron's user agent when it sends an API key, as the
-    dev server's emulator does), or an API caller."""
+    dev server's emulator does), a kick an enqueue sent (lib/kick.py), or an API caller."""
     if request.headers.get(FANOUT_HEADER):
         return "fanout"
+    if request.headers.get(KICK_HEADER):
+        return "kick"
     if role == "cron" or request.headers.get("User-Agent", "").startswith("vercel-cron/"):
         return "cron"
     return "api"

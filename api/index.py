@@ -48,7 +48,7 @@ import pydantic
 from flask import Flask
 
 # Absolute, so a host that loads this file by path (not as api.index) still finds its helpers.
-from api import _dashboard, _http, _jobs, _maintenance, _meta
+from api import _dashboard, _http, _jobs, _kick, _maintenance, _meta
 from api._state import EXTENSION, SluiceState
 from lib import Queue
 from lib.config import Settings, get_settings, settings_problem
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, queue: Queue | None = None) -> 
     state = SluiceState(settings, queue, problem)
     app.extensions[EXTENSION] = state
     _http.install(app)
+    _kick.install(app)
     for module in ROUTE_MODULES:
         app.register_blueprint(module.bp)
         state.documenters.append(module.document)

@@ -70,10 +70,15 @@ class Server:
 
 @contextlib.contextmanager
 def gunicorn(
-    dsn: str, args: Sequence[str], env: Mapping[str, str] | None = None, ready_s: float = 60.0
+    dsn: str,
+    args: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    ready_s: float = 60.0,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """`gunicorn api.index:app <args>` on a free port, ready (health answers 200), always stopped after."""
-    port = free_port()
+    """`gunicorn api.index:app <args>` on a free port (or ``port``), ready (health answers 200),
+    always stopped after."""
+    port = port or free_port()
     with tempfile.TemporaryDirectory(prefix="sluice-bench-") as tmp:
         log = Path(tmp) / "gunicorn.log"
         cmd = [sys.executable, "-m", "gunicorn", "api.index:app", "-b", f"127.0.0.1:{port}", *args]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import psycopg
 
-from bench import server
+from bench import server, wakeup
 from bench.pgutil import ADMIN_DSN, analyze, fresh_database
 from bench.server import REPO, Client, gunicorn
 from bench.sluice_cases import SLUICE_NAME, close_queue, drain_all, enqueue_noops
@@ -63,6 +63,7 @@ class Sizes:
     fanout_backlog: int = 100_000
     fanouts: tuple[int, ...] = (1, 4, 16)
     fanout_budget_ms: int = 5000
+    wake_enqueues: int = 200  # cases 10 and 11
     quiet_compare: bool = True  # case 3: also drain with JOBS_LOG_LEVEL=WARNING, for the notes
 
 
@@ -151,7 +152,14 @@ def case_batch_in_process(ctx: Context) -> list[Check]:
     rate = ctx.rates.get(SLUICE_NAME, (None, None))[0]
     if rate is None:
         return [Check(case, f"n/a (row {SLUICE_NAME!r} not measured)", target)]
-    return [Check(case, f"{_fmt(rate)} jobs/s (the {SLUICE_NAME!r} row)", target, rate >= 20_000)]
+    out = [Check(case, f"{_fmt(rate)} jobs/s (the {SLUICE_NAME!r} row)", target, rate >= 20_000)]
+    peer = ctx.rates.get(PGQUEUER_NAME, (None, None))[0]
+    vs = "2a. batch enqueue in-process vs pgqueuer (asyncpg)"
+    if peer is None:
+        return [*out, Check(vs, f"n/a (row {PGQUEUER_NAME!r} not measured)", "≥ 1.0× pgqueuer")]
+    ratio = rate / peer
+    figure = f"{ratio:.2f}× ({_fmt(rate)} vs {_fmt(peer)} jobs/s)"
+    return [*out, Check(vs, figure, "≥ 1.0× pgqueuer", ratio >= 1.0)]
 
 
 # ------------------------------------------------------------------ 2b, 3: HTTP batch enqueue and drain
@@ -622,6 +630,34 @@ def _one_tick(
     return Check(name, figure, target, once, tuple(notes)), True
 
 
+# ------------------------------------------------------------------ 10, 11: enqueue → start, no cron
+
+
+def case_kick(ctx: Context) -> list[Check]:
+    n = ctx.sizes.wake_enqueues
+    case = f"10. enqueue→start, kick on enqueue (gunicorn -w 2, {n} single enqueues, no cron)"
+    target = "p50 < 1 s, p99 < 3 s"
+    if ctx.api_missing():
+        return [Check(case, f"n/a (api.index: {ctx.api_missing()})", target)]
+    with fresh_database("kick") as dsn:
+        close_queue(_migrated_queue(dsn))
+        latencies, kicks = wakeup.kick_latency(dsn, n)
+    p50, p99 = wakeup.quantiles(latencies)
+    spacing = f"{wakeup.SPACING_S * 1000:.0f} ms apart"
+    note = f"{kicks} kick drains for {n} enqueues ({spacing}); slowest start {_ms(max(latencies))}"
+    return [Check(case, f"p50 {_ms(p50)}, p99 {_ms(p99)}", target, p50 < 1.0 and p99 < 3.0, (note,))]
+
+
+def case_notify(ctx: Context) -> list[Check]:
+    n = ctx.sizes.wake_enqueues
+    case = f"11. enqueue→start, `drain --loop` woken by NOTIFY ({n} single enqueues, poll 60 s)"
+    with fresh_database("notify") as dsn:
+        close_queue(_migrated_queue(dsn))
+        latencies = wakeup.notify_latency(dsn, n)
+    p50, p99 = wakeup.quantiles(latencies)
+    return [Check(case, f"p50 {_ms(p50)}, p99 {_ms(p99)}", "p50 < 50 ms", p50 < 0.050)]
+
+
 # ------------------------------------------------------------------ the table
 
 
@@ -649,6 +685,8 @@ CASES: list[SluiceCase] = [
     _case("7", "7. cold import", case_import, needs_api=True),
     _case("8", "8. SQLite", case_sqlite),
     _case("9", "9. fanOut within one tick", case_fanout, needs_api=True),
+    _case("10", "10. enqueue→start with kick on enqueue", case_kick, needs_api=True),
+    _case("11", "11. enqueue→start with a NOTIFY worker", case_notify),
 ]
 
 

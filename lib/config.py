@@ -12,6 +12,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .models import TENANT_ID, TENANT_ID_RULE
 
 DEFAULT_SQLITE_URL = "sqlite:///.data/sluice.db"
+# An on/off setting; empty means "not set" (the feature decides its default).
+SWITCH: dict[str, bool | None] = {
+    "": None, "on": True, "true": True, "1": True, "off": False, "false": False, "0": False
+}  # fmt: skip
 
 
 def split_csv(value: str | None) -> tuple[str, ...]:
@@ -54,6 +58,10 @@ class Settings(BaseSettings):
     vercel_url: str = ""
     # Set by Vercel when the project has "Protection Bypass for Automation": lets it call itself.
     vercel_automation_bypass_secret: str = ""
+    # Kick on enqueue (lib/kick.py): on, off, or unset = on wherever this app's own URL is known.
+    jobs_kick: str = ""
+    # At most one kick per this many ms per process (a burst of enqueues makes one drain).
+    jobs_kick_min_interval_ms: int = Field(1000, ge=0, le=3_600_000)
     # Retention archive (lib/retention.py): rows are written to S3 before they are deleted.
     jobs_archive_s3_bucket: str = ""
     jobs_archive_s3_prefix: str = "sluice/archive"
@@ -137,10 +145,23 @@ class Settings(BaseSettings):
             raise ValueError("JOBS_PUBLIC_URL must be an http(s) URL, e.g. https://app.example.com")
         return value
 
+    @field_validator("jobs_kick")
+    @classmethod
+    def _switch(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in SWITCH:
+            raise ValueError("JOBS_KICK must be on, off, true, false, 1 or 0 (unset: on if a URL is known)")
+        return value
+
     @field_validator("jobs_archive_s3_prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         return value.strip().strip("/")
+
+    @property
+    def kick_enabled(self) -> bool | None:
+        """JOBS_KICK as a switch; None when unset (lib/kick.py decides by what it knows)."""
+        return SWITCH[self.jobs_kick]
 
     @property
     def archive_bucket(self) -> str | None:

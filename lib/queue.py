@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from . import kick
 from .attempts import completed_attempt
 from .config import Settings, get_settings
 from .db import engine_from_settings, explain, reader
@@ -34,7 +35,7 @@ from .registry import registry as default_registry
 from .store import attempts as attempt_store
 from .store import jobs as store
 from .store.attempts import AttemptRecord
-from .store.jobs import NewJob, new_id
+from .store.jobs import NewJob, new_id, new_ids
 
 P = ParamSpec("P")
 # Named here: inside Queue, ``list`` is the method.
@@ -95,6 +96,8 @@ class Queue:
         self.drainer.before_claim = schedules.DueHook(self)
         self.drainer.on_failed = alerts.DeadLetterHook(self)
         self.drainer.make_gate = ratelimit.gate_factory(engine, self.settings.rate_limits)
+        # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
+        self.kicker = kick.from_settings(self.settings)
 
     @functools.cached_property
     def single(self) -> sa.Engine:
@@ -141,7 +144,7 @@ class Queue:
 
     # -- enqueue ---------------------------------------------------------------------------
 
-    def prepare(self, spec: JobSpec, tenant: str | None = None) -> NewJob:
+    def prepare(self, spec: JobSpec, tenant: str | None = None, job_id: uuid.UUID | None = None) -> NewJob:
         """Validate a spec against its type; ``tenant`` is the acting tenant of a scoped key."""
         if tenant is not None and spec.tenant_id not in (None, tenant):
             raise Forbidden("a tenant key may only enqueue for its own tenant")
@@ -156,7 +159,7 @@ class Queue:
         except (TypeError, ValueError) as exc:
             raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
         backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
-        job_id = new_id()
+        job_id = job_id or new_id()
         job_id_text = str(job_id)
         return NewJob(
             id=job_id,
@@ -185,17 +188,42 @@ class Queue:
         """Enqueue all or none, in one statement; reused idempotency keys return existing jobs."""
         if not specs:
             return []
-        new = [self.prepare(spec, tenant) for spec in specs]
+        ids = new_ids(len(specs))
+        new = [self.prepare(spec, tenant, job_id) for spec, job_id in zip(specs, ids, strict=True)]
         _refuse_repeated_keys(new)
         rate = self.settings.tenant_enqueue_rate
         # The quota's check and the insert hold together only inside one transaction (its
         # advisory lock is transaction-scoped); so do a keyed insert and its read-back of
-        # reused keys (all or nothing). A keyless batch is one statement: autocommit will do.
+        # reused keys (all or nothing). A keyless batch is one statement (a large one a COPY after
+        # a read of the clock, see store.jobs): autocommit will do.
         quota = rate is not None and any(job.tenant_id is not None for job in new)
         keyed = any(job.idempotency_key is not None for job in new)
         with self._tx(conn, atomic=quota or keyed) as tx:
             enforce_tenant_quota(tx, new, rate)
-            return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+            inserted = store.insert_jobs(tx, new)
+        made = [_enqueued(job, created) for job, created in inserted]
+        if self.kicker is not None and any(e.created and e.job.run_at <= e.job.created_at for e in made):
+            self._kick_after_commit(self.kicker, conn)
+        return made
+
+    @staticmethod
+    def _kick_after_commit(kicker: kick.Kicker, conn: sa.Connection | None) -> None:
+        """Our own transaction has committed; a caller's commits later (or never: then no kick)."""
+        if conn is None:
+            kicker.kick()
+            return
+        settled = False
+
+        def on_end(committed: bool) -> None:
+            nonlocal settled
+            if not settled:
+                settled = True
+                if committed:
+                    kicker.kick()
+
+        # Whichever ends the transaction first decides; the other listener then does nothing.
+        sa.event.listen(conn, "commit", lambda _conn: on_end(True), once=True)
+        sa.event.listen(conn, "rollback", lambda _conn: on_end(False), once=True)
 
     def submit(
         self, spec: JobSpec, *, tenant: str | None = None, conn: sa.Connection | None = None
@@ -360,6 +388,17 @@ class Queue:
             return explain(exc, self.settings.database_url) or Unavailable(
                 "the database is unavailable; try again"
             )
+
+
+def _enqueued(job: Job, created: bool) -> Enqueued:
+    """Enqueued(job=job, created=created) for values we just built: no validation pass, and
+    none of model_construct's per-field bookkeeping (which cost more than the job itself)."""
+    made = Enqueued.__new__(Enqueued)
+    object.__setattr__(made, "__dict__", {"job": job, "created": created})
+    object.__setattr__(made, "__pydantic_fields_set__", {"job", "created"})
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", None)
+    return made
 
 
 def _refuse_repeated_keys(new: Sequence[NewJob]) -> None:

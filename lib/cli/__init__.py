@@ -126,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--interval",
         type=_non_negative,
         default=5.0,
-        help="with --loop: seconds to wait when the queue is empty (default 5)",
+        help="with --loop: poll every S seconds when idle (PostgreSQL also wakes on enqueues; default 5)",
     )
     drain.set_defaults(handler=commands.drain)
 

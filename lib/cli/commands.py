@@ -21,6 +21,7 @@ from ..config import Settings, get_settings
 from ..errors import Unavailable, ValidationError, invalid
 from ..models import BulkRequest, DrainSummary, JobSpec, StopReason
 from ..queue import Queue
+from ..worker import Waker
 from .output import EXIT_OK, EXIT_USAGE, Progress, emit, error, info
 
 
@@ -168,21 +169,26 @@ def drain_loop(queue: Queue, max_jobs: int, budget_ms: int, interval: float) -> 
     A database outage is waited out, not fatal: a supervisor restarting us would not help.
     """
     stop = threading.Event()
+    # A floor keeps --interval 0 from spinning on an empty table.
+    waker = Waker(queue.engine, max(interval, 0.05), stop, info)
     with stop_on_signals(stop):
-        info(f"draining until SIGINT/SIGTERM (idle wait {interval:g} s)")
-        while not stop.is_set():
-            try:
-                summary = drain_in_chunks(queue, max_jobs, budget_ms)
-            except Unavailable as exc:
-                info(f"{exc.message}; retrying in {max(interval, 1.0):g} s")
-                stop.wait(max(interval, 1.0))
-                continue
-            if summary.processed or summary.retried or summary.failed:
-                warn_unknown_types(summary)
-                emit(summary.model_dump(by_alias=True), compact=True)
-            if summary.stopped_by == "empty":
-                # A floor keeps --interval 0 from spinning on an empty table.
-                stop.wait(max(interval, 0.05))
+        info("draining until SIGINT/SIGTERM")
+        waker.start()
+        try:
+            while not stop.is_set():
+                try:
+                    summary = drain_in_chunks(queue, max_jobs, budget_ms)
+                except Unavailable as exc:
+                    info(f"{exc.message}; retrying in {max(interval, 1.0):g} s")
+                    stop.wait(max(interval, 1.0))
+                    continue
+                if summary.processed or summary.retried or summary.failed:
+                    warn_unknown_types(summary)
+                    emit(summary.model_dump(by_alias=True), compact=True)
+                if summary.stopped_by == "empty":
+                    waker.wait()
+        finally:
+            waker.close()
     info("stopped")
     return EXIT_OK
 

@@ -48,19 +48,29 @@ def run(args: argparse.Namespace) -> int:
     database = safe_url(settings.database_url)
     if settings.database_url.startswith("sqlite"):
         database += f" (migrated to {migrate_database(settings)})"
-    app = load_app()
-    problem = startup_problem(app)
 
     from werkzeug.serving import make_server
 
+    # The port is known once bound (--port 0), and the app's kicks need it: bind first, load after.
+    app: list[Any] = []
+
+    def dispatch(environ: Any, start_response: Any) -> Any:
+        return app[0](environ, start_response)
+
     try:
-        server = make_server(args.host, args.port, app, threaded=True, request_handler=quiet_handler())
+        server = make_server(args.host, args.port, dispatch, threaded=True, request_handler=quiet_handler())
     except OSError as exc:
         error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
         return EXIT_FAILED
     base = f"http://{url_host(args.host)}:{server.server_port}"
+    settings = kick_self(settings, loopback_base(args.host, server.server_port))
+    app.append(load_app())
+    problem = startup_problem(app[0])
     crons, origin = read_crons(PROJECT_ROOT / "vercel.json")
-    banner(base, database=database, generated_key=generated_key, crons=crons, origin=origin, tick=args.tick)
+    banner(
+        base, database=database, generated_key=generated_key, crons=crons, origin=origin, tick=args.tick,
+        kick=kick_line(settings),
+    )  # fmt: skip
     if problem is not None:
         # Served anyway: health and every API call name the same problem, and fixing the
         # setting and restarting is the way out.
@@ -121,6 +131,26 @@ def settings_with_key() -> tuple[Settings, str | None]:
     os.environ["JOBS_API_KEYS"] = key
     get_settings.cache_clear()
     return get_settings(), key
+
+
+def kick_self(settings: Settings, own_base: str) -> Settings:
+    """Enqueues kick this very server (lib/kick.py) unless JOBS_KICK is off or a URL is set:
+    JOBS_PUBLIC_URL goes into the environment before the app reads its settings."""
+    if settings.kick_enabled is False or settings.jobs_public_url:
+        return settings
+    os.environ["JOBS_PUBLIC_URL"] = own_base
+    get_settings.cache_clear()
+    return get_settings()
+
+
+def kick_line(settings: Settings) -> str:
+    from ..kick import target_from_settings
+
+    target = target_from_settings(settings)
+    if target is None:
+        return "Kick on enqueue: off (JOBS_KICK)"
+    every = settings.jobs_kick_min_interval_ms
+    return f"Kick on enqueue: POST {target.url} (source kick, at most one per {every} ms)"
 
 
 def load_app() -> Any:
@@ -184,6 +214,7 @@ def banner(
     crons: list[Cron],
     origin: str,
     tick: float,
+    kick: str = "",
 ) -> None:
     key = generated_key or "YOUR_KEY"
     lines = [
@@ -201,6 +232,8 @@ def banner(
         lines.append(f"Cron ({origin}): GET {cron.path} at '{cron.schedule}' (UTC)")
     if tick > 0:
         lines.append(f"Cron (--tick): GET {PROCESS_PATH} every {tick:g} s")
+    if kick:
+        lines.append(kick)
     lines += [
         "Try:",
         f"  curl -s -X POST {base}/api/jobs -H 'x-api-key: {key}' "

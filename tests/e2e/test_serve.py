@@ -3,10 +3,12 @@ enqueued over HTTP completes on its own (the cron emulator's tick), and Ctrl-C/S
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -53,7 +55,9 @@ def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -
 def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
+    # Kicks off: the emulator's tick is what runs the job here (test_serve_kicks_itself: the kick).
     env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'dev' / 'sluice.db'}", PYTHONUNBUFFERED="1")
+    env["JOBS_KICK"] = "off"
     server = subprocess.Popen(
         [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "1"],
         cwd=ROOT,
@@ -112,6 +116,50 @@ def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
     # The emulator reports the drain that ran the job; its idle ticks stay out of the log.
     assert any(line.startswith("cron: GET /api/jobs/process: processed 1") for line in logged), logged
     assert not any('"processed":0,"succeeded":0' in line for line in logged)
+
+
+def test_serve_kicks_itself_on_enqueue(tmp_path: Path) -> None:
+    """No tick, and vercel.json's cron is minutes away: only the kick runs the job within seconds."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_", "VERCEL"))}
+    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'sluice.db'}", PYTHONUNBUFFERED="1")
+    env["JOBS_API_KEYS"] = "dev-key"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None and server.stderr is not None
+    errors: queue.Queue[str] = queue.Queue()
+    streams = (server.stdout, server.stderr)
+    pumps = [threading.Thread(target=_pump, args=(stream, errors), daemon=True) for stream in streams]
+    for pump in pumps:
+        pump.start()
+    seen: list[str] = []
+    base = f"http://127.0.0.1:{port}"
+    try:
+        line = _wait_for_line(errors, "Kick on enqueue: ", seen, 30)
+        assert f"POST {base}/api/jobs/process?maxJobs=1000" in line
+        _wait_for_line(errors, "Ctrl-C to stop.", seen, 10)
+        status, job = _call("POST", f"{base}/api/jobs", "dev-key", {"type": "noop"})
+        assert status == 201
+        deadline = time.monotonic() + 10
+        while _call("GET", f"{base}/api/jobs/{job['id']}", "dev-key")[1]["status"] != "completed":
+            assert time.monotonic() < deadline, "the kick did not run the job"
+            time.sleep(0.05)
+        # (vercel.json's cron may fire meanwhile too: what counts is the kick's drain that ran it.)
+        with contextlib.closing(sqlite3.connect(tmp_path / "sluice.db")) as db:
+            kicked = db.execute("SELECT sum(processed) FROM sluice_drains WHERE source = 'kick'").fetchone()
+        assert kicked == (1,)
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=15) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pump in pumps:
+            pump.join(timeout=5)
+        server.stdout.close()
+        server.stderr.close()
 
 
 def test_serve_names_a_start_up_problem_and_health_says_it(tmp_path: Path) -> None:
