@@ -238,3 +238,22 @@ def bad_steps(payload: dict[str, Any], ctx: JobContext) -> Any:
     if how == "name":
         ctx.step('say "hi"', lambda: 1)
     return None
+
+
+@job("test.long_steps", max_attempts=1, timeout=2)
+def long_steps(payload: dict[str, Any], ctx: JobContext) -> int:
+    """Six 0.5 s steps (3 s in all) under a 2 s timeout: a named sleep(0) after every second step
+    continues the job in a fresh attempt, so no attempt runs past its timeout."""
+    log, job_id = payload["file"], ctx.job_id
+    for i in range(6):
+
+        def body(i: int = i) -> int:
+            time.sleep(0.5)
+            with open(log, "a") as fh:
+                fh.write(f"{job_id} part-{i}\n")
+            return i
+
+        ctx.step(f"part-{i}", body)
+        if i in (1, 3):
+            ctx.sleep(0, name=f"pause-{i}")
+    return 6

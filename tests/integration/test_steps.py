@@ -237,3 +237,25 @@ def test_the_attempts_view_lists_finished_steps(client: FlaskClient, queue: Queu
     assert [a["outcome"] for a in body["attempts"]] == ["deferred"]
     plain = queue.enqueue("test.greet", {"name": "x"})
     assert client.get(f"/api/jobs/{plain.id}/attempts", headers=ADMIN).get_json()["steps"] == []
+
+
+def test_a_job_longer_than_its_timeout_finishes_as_steps(queue: Queue, tmp_path: Path) -> None:
+    """3 s of steps under a 2 s timeout and maxAttempts 1: three attempts of ~1 s each, joined by
+    sleep(0) continuations (due at once, so one drain runs them all); each step runs once."""
+    log = tmp_path / "steps.log"
+    job = queue.enqueue("test.long_steps", {"file": str(log)})
+    summary = queue.drain(budget_ms=30_000)
+    assert (summary.processed, summary.succeeded, summary.retried, summary.failed) == (3, 1, 2, 0)
+    done = queue.get(job.id)
+    assert (done.status, done.attempts, done.result) == ("completed", 1, 6)
+    assert runs(log) == [f"part-{i}" for i in range(6)]
+    assert [a.outcome for a in queue.attempts(job.id)] == ["deferred", "deferred", "completed"]
+
+
+def test_the_openapi_document_describes_steps(client: FlaskClient) -> None:
+    schemas = client.get("/api/openapi.json").get_json()["components"]["schemas"]
+    step = schemas["StepInfo"]
+    assert set(step["properties"]) == {"name", "finishedAt", "resultBytes"}
+    assert set(step["required"]) == {"name", "finishedAt", "resultBytes"}
+    assert schemas["AttemptList"]["properties"]["steps"]["items"] == {"$ref": "#/components/schemas/StepInfo"}
+    assert "steps" in schemas["AttemptList"]["required"]
