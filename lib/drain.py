@@ -34,7 +34,7 @@ from .errors import LeaseLost, PermanentError, RetryLater, Sleeping, ValidationE
 from .logs import event_line, log_event, log_lines, logger
 from .models import DrainSource, DrainSummary, StopReason
 from .registry import JobType, Registry
-from .steps import StepBook
+from .steps import StepBook, StepRead, StepWrite
 from .store import attempts as attempt_store
 from .store import claim as store
 from .store import jobs as job_store
@@ -56,11 +56,8 @@ UNKNOWN_HINT = "no handler is registered for these types here: list their module
 Gate = Callable[[Claimed, JobType], float | None]
 # (write, read) of a handler's marker kept on the job across attempts, per claim token.
 Checkpoints = tuple[Callable[[uuid.UUID, uuid.UUID, Any], bool], Callable[[uuid.UUID, uuid.UUID], Any]]
-# (write, read) of durable steps per claim token: (token, job id, name, entry JSON) → stored, and
-# (token, job id) → the job's steps, None when the job is no longer this claim's.
-StepStore = tuple[
-    Callable[[uuid.UUID, uuid.UUID, str, str], bool], Callable[[uuid.UUID, uuid.UUID], dict[str, Any] | None]
-]
+# (write, read) of durable steps, per claim token (lib/steps.py).
+StepStore = tuple[StepWrite, StepRead]
 # Called in each flush's transaction (and the late write of an overrun job) with the claim token,
 # the outcomes (fenced: those whose lease was taken over changed nothing) and what they changed:
 # per-attempt history goes here. Outcome.started/finished are time.monotonic() instants; the
@@ -306,12 +303,7 @@ class Executor:
     def _step_book(self, job: Claimed) -> StepBook | None:
         if self.steps is None:
             return None
-        token, (write, read) = self.token, self.steps
-        return StepBook(
-            job.id,
-            lambda job_id, name, entry: write(token, job_id, name, entry),
-            lambda job_id: read(token, job_id),
-        )
+        return StepBook(self.token, job.id, *self.steps)
 
     def _checkpointer(self) -> tuple[Callable[[uuid.UUID, Any], bool], Callable[[uuid.UUID], Any]] | None:
         if self.checkpoints is None:

@@ -9,6 +9,7 @@ drain holds the job now, so the handler is stopped (LeaseLost) and nothing is re
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
@@ -31,9 +32,13 @@ STEP_NAME_RULE = "1..100 characters of A-Z a-z 0-9 space . _ : @ / -"
 WAKE_SLACK_SECONDS = 1.0
 LOST = "the job's lease was taken over by another drain: this attempt stops, nothing is recorded"
 
-# (job id, step name, entry JSON text) → stored; and job id → its steps (None: no longer ours).
-StepWrite = Callable[[uuid.UUID, str, str], bool]
-StepRead = Callable[[uuid.UUID], "dict[str, Any] | None"]
+# A step's stored result, at most (each step write rewrites the job's steps: keep them small).
+MAX_RESULT_BYTES = 1 << 20
+
+# (claim token, job id, step name, entry JSON text) → stored; (claim token, job id) → the job's
+# steps (None: the job is no longer this claim's).
+StepWrite = Callable[[uuid.UUID, uuid.UUID, str, str], bool]
+StepRead = Callable[[uuid.UUID, uuid.UUID], "dict[str, Any] | None"]
 
 
 def utcnow() -> datetime:
@@ -54,8 +59,8 @@ def check_name(name: object) -> str:
 class StepBook:
     """One attempt's view of its job's steps: read once, at the first step, then kept current."""
 
-    def __init__(self, job_id: uuid.UUID, write: StepWrite, read: StepRead) -> None:
-        self.job_id, self.write, self.read = job_id, write, read
+    def __init__(self, token: uuid.UUID, job_id: uuid.UUID, write: StepWrite, read: StepRead) -> None:
+        self.token, self.job_id, self.write, self.read = token, job_id, write, read
         self.done: dict[str, Any] | None = None
         self.used: set[str] = set()  # names met in this run: a repeat is a bug, not a replay
         self.sleeps = 0
@@ -65,7 +70,12 @@ class StepBook:
         stored = self._stored()
         if name in stored:
             return stored[name]["result"]
-        return self._save(name, fn())
+        value = fn()
+        if inspect.isawaitable(value):
+            if inspect.iscoroutine(value):
+                value.close()  # never awaited: say so here, not in a RuntimeWarning later
+            raise StepError(f"step {name!r} returned an awaitable: give ctx.step a plain function")
+        return self._save(name, value)
 
     def sleep(self, seconds: float, name: str | None) -> None:
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds):
@@ -97,7 +107,7 @@ class StepBook:
 
     def _stored(self) -> dict[str, Any]:
         if self.done is None:
-            found = self.read(self.job_id)
+            found = self.read(self.token, self.job_id)
             if found is None:
                 raise LeaseLost(LOST)
             self.done = found
@@ -108,9 +118,14 @@ class StepBook:
             result = storable_json(value)
         except (TypeError, ValueError) as exc:
             raise StepError(f"step {name!r} returned a value that is not JSON-serialisable: {exc}") from None
+        if len(result) > MAX_RESULT_BYTES // 4 and len(result.encode()) > MAX_RESULT_BYTES:
+            raise StepError(
+                f"step {name!r} returned {len(result.encode())} bytes of JSON; a step result is at most "
+                f"{MAX_RESULT_BYTES} bytes: keep big data elsewhere and return its key"
+            )
         finished = iso(utcnow())
         entry = f'{{"result":{result},"finishedAt":{json.dumps(finished)}}}'
-        if not self.write(self.job_id, name, entry):
+        if not self.write(self.token, self.job_id, name, entry):
             raise LeaseLost(LOST)
         # What a replay will return, so the first run sees the same value (a tuple comes back a list).
         stored = json.loads(result)

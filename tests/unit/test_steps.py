@@ -13,7 +13,7 @@ from lib import JobContext, steps
 from lib.errors import LeaseLost, Sleeping, StepError
 from lib.steps import StepBook
 
-JOB = uuid.uuid4()
+JOB, TOKEN = uuid.uuid4(), uuid.uuid4()
 
 
 class Store:
@@ -24,18 +24,18 @@ class Store:
         self.lost = False
         self.reads = 0
 
-    def write(self, job_id: uuid.UUID, name: str, entry: str) -> bool:
+    def write(self, token: uuid.UUID, job_id: uuid.UUID, name: str, entry: str) -> bool:
         if self.lost:
             return False
         self.steps[name] = json.loads(entry)
         return True
 
-    def read(self, job_id: uuid.UUID) -> dict[str, Any] | None:
+    def read(self, token: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any] | None:
         self.reads += 1
         return None if self.lost else dict(self.steps)
 
     def book(self) -> StepBook:
-        return StepBook(JOB, self.write, self.read)
+        return StepBook(TOKEN, JOB, self.write, self.read)
 
 
 def test_a_finished_step_is_not_run_again_and_returns_its_stored_value() -> None:
@@ -98,3 +98,14 @@ def test_outside_a_drain_a_step_just_runs_and_a_sleep_raises() -> None:
     with pytest.raises(Sleeping):
         ctx.sleep(0.5)
     assert Sleeping(0.5).message == "sleeping 0.50 s (ctx.sleep)"
+
+
+def test_a_step_result_must_be_small_json_from_a_plain_function() -> None:
+    async def fetch() -> int:
+        return 1
+
+    with pytest.raises(StepError, match="returned an awaitable"):
+        Store().book().run("a", fetch)
+    with pytest.raises(StepError, match="a step result is at most 1048576 bytes"):
+        Store().book().run("big", lambda: "é" * (1 << 19) + "x")
+    assert len(Store().book().run("fits", lambda: "x" * ((1 << 20) - 2))) == (1 << 20) - 2
