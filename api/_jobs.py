@@ -27,6 +27,7 @@ from lib.models import (
     JobSpec,
     JobStatus,
     QueueStatus,
+    StepInfo,
 )
 
 from ._auth import require_admin, require_key
@@ -65,9 +66,11 @@ class Attempt(BaseModel):
 
 
 class AttemptList(BaseModel):
-    """``{"attempts": [attempt, ...]}``, oldest first."""
+    """``{"attempts": [attempt, ...], "steps": [step, ...]}``, oldest first."""
 
     attempts: list[Attempt]
+    # The durable steps the job finished (ctx.step, ctx.sleep), in the order they finished.
+    steps: list[StepInfo]
 
 
 class JobList(BaseModel):
@@ -230,8 +233,14 @@ def retry_job(job_id: str) -> Response:
 @bp.get("/api/jobs/<id:job_id>/attempts")
 def job_attempts(job_id: str) -> Response:
     caller = require_key()
-    found = current_queue().attempts(job_id, tenant=caller.tenant)
-    return json_response({"attempts": [item.to_wire() for item in found]})
+    queue = current_queue()
+    found = queue.attempts(job_id, tenant=caller.tenant)
+    done = queue.steps(job_id, tenant=caller.tenant)
+    return json_response({"attempts": [item.to_wire() for item in found], "steps": _dump_steps(done)})
+
+
+def _dump_steps(done: list[StepInfo]) -> list[Any]:
+    return [step.model_dump(mode="json", by_alias=True) for step in done]
 
 
 @bp.post("/api/jobs/retry")
@@ -304,9 +313,10 @@ def document(doc: ApiDoc) -> None:
         )  # fmt: skip
     doc.operation(
         "GET", "/api/jobs/{id}/attempts", summary="A job's attempts, oldest first", auth="key",
-        parameters=(job_id,), ok={200: ("outcome, error and the handler's traceback of each attempt",
-        AttemptList)}, errors=(404,),
-        description="Tracebacks hold the handler's frames (at most 8,000 characters), never payload values.",
+        parameters=(job_id,), ok={200: ("outcome, error and the handler's traceback of each attempt; "
+        "the durable steps the job finished", AttemptList)}, errors=(404,),
+        description="Tracebacks hold the handler's frames (at most 8,000 characters), never payload values. "
+        "Steps list names and sizes, never results.",
     )  # fmt: skip
     for verb, does in (("retry", "Retry failed and cancelled jobs"), ("cancel", "Cancel pending jobs")):
         doc.operation(

@@ -409,9 +409,24 @@
   }
 
   async function loadAttempts(id) {
-    const { attempts } = await api("GET", `/api/jobs/${encodeURIComponent(id)}/attempts`);
+    const { attempts, steps } = await api("GET", `/api/jobs/${encodeURIComponent(id)}/attempts`);
     if (!state.job || state.job.id !== id) return;
     renderAttempts(attempts);
+    renderSteps(steps ?? []);
+  }
+
+  // Finished ctx.step / ctx.sleep calls: names and sizes only (results stay on the server).
+  function renderSteps(steps) {
+    const list = $("detail-steps");
+    list.replaceChildren();
+    $("detail-steps-empty").textContent = steps.length ? "" : "No durable step has finished.";
+    for (const s of steps) {
+      list.append(el("li", { class: "step-item" },
+        el("strong", { text: s.name }),
+        document.createTextNode(" · finished "),
+        timeEl(s.finishedAt),
+        document.createTextNode(` · ${s.resultBytes} B`)));
+    }
   }
 
   function renderAttempts(attempts) {

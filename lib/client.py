@@ -147,6 +147,12 @@ class SluiceClient:
         attempts: list[dict[str, Any]] = answer["attempts"]
         return attempts
 
+    def steps(self, job_id: str) -> list[dict[str, Any]]:
+        """The durable steps the job finished, in order: name, finishedAt, resultBytes."""
+        answer = self._call("GET", f"/api/jobs/{_segment(job_id)}/attempts")
+        steps: list[dict[str, Any]] = answer.get("steps", [])  # [] from a server without steps
+        return steps
+
     def retry_many(self, **filters: Any) -> BulkResult:
         """Retry failed/cancelled jobs by filter: ``retry_many(type="email", status="failed",
         dry_run=True)``; names as in BulkRequest (ids, status, type, tenant_id, created_before,

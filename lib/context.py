@@ -5,10 +5,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from .config import Settings, get_settings
+from .errors import Sleeping
+from .steps import StepBook, check_name
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +30,8 @@ class JobContext:
     # (write, read) of a marker kept on the job across attempts; None outside a drain.
     _checkpoints: tuple[Callable[[UUID, Any], bool], Callable[[UUID], Any]] | None = None
     _settings: Settings | None = None
+    # This attempt's durable steps; None outside a drain (a step then just runs).
+    _steps: StepBook | None = None
 
     @property
     def settings(self) -> Settings:
@@ -58,3 +64,20 @@ class JobContext:
     @property
     def is_last_attempt(self) -> bool:
         return self.attempt >= self.max_attempts
+
+    def step(self, name: str, fn: Callable[[], T]) -> T | Any:
+        """Run ``fn()`` once for this job and return its result; on every later attempt or
+        continuation, return the stored result without running it. The result (JSON) is stored
+        on the job before this returns. ``name`` is unique per job; see README "Durable steps"."""
+        if self._steps is None:
+            check_name(name)
+            return fn()
+        return self._steps.run(name, fn)
+
+    def sleep(self, seconds: float, name: str | None = None) -> None:
+        """End this attempt now, uncounted, and run the job again from the top after ``seconds``
+        (its finished steps return their results). On that run this call returns at once.
+        Unnamed sleeps are matched by their order in the handler."""
+        if self._steps is None:
+            raise Sleeping(seconds)
+        self._steps.sleep(seconds, name)

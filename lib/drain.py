@@ -30,10 +30,11 @@ from .attempts import attempt_records, released_records
 from .config import Settings
 from .context import JobContext
 from .db import reader
-from .errors import PermanentError, RetryLater, ValidationError
+from .errors import LeaseLost, PermanentError, RetryLater, Sleeping, ValidationError
 from .logs import event_line, log_event, log_lines, logger
 from .models import DrainSource, DrainSummary, StopReason
 from .registry import JobType, Registry
+from .steps import StepBook, StepRead, StepWrite
 from .store import attempts as attempt_store
 from .store import claim as store
 from .store import jobs as job_store
@@ -55,6 +56,8 @@ UNKNOWN_HINT = "no handler is registered for these types here: list their module
 Gate = Callable[[Claimed, JobType], float | None]
 # (write, read) of a handler's marker kept on the job across attempts, per claim token.
 Checkpoints = tuple[Callable[[uuid.UUID, uuid.UUID, Any], bool], Callable[[uuid.UUID, uuid.UUID], Any]]
+# (write, read) of durable steps, per claim token (lib/steps.py).
+StepStore = tuple[StepWrite, StepRead]
 # Called in each flush's transaction (and the late write of an overrun job) with the claim token,
 # the outcomes (fenced: those whose lease was taken over changed nothing) and what they changed:
 # per-attempt history goes here. Outcome.started/finished are time.monotonic() instants; the
@@ -192,6 +195,7 @@ class Executor:
     settings: Settings | None = None
     # The start write of a job whose lease does not cover it yet; False: the job is not ours.
     start: Callable[[Claimed], bool] | None = None
+    steps: StepStore | None = None
 
     def __post_init__(self) -> None:
         # Decided once per batch: with INFO off, a job pays for no log fields at all.
@@ -213,8 +217,12 @@ class Executor:
         if self.logging:
             log_lines([event_line("job.start", **job_fields(job)) for job in batch])
 
-    def run(self, job: Claimed, started: float) -> Outcome:
-        status, result, error, delay, refund, trace = self._attempt(job, started)
+    def run(self, job: Claimed, started: float) -> Outcome | None:
+        """The attempt's outcome; None when a step found the job taken over (nothing to record)."""
+        try:
+            status, result, error, delay, refund, trace = self._attempt(job, started)
+        except LeaseLost:
+            return None
         return Outcome(
             job.id, status, result, error, delay, refund, job.attempt, started, time.monotonic(), trace
         )
@@ -241,6 +249,11 @@ class Executor:
             return "failed", None, error_text(exc), 0.0, 0, traceback_text(exc)
         except RetryLater as exc:
             return "pending", None, error_text(exc), exc.delay_seconds, 1, None
+        except Sleeping as exc:
+            # A continuation, not a retry: uncounted, its steps kept.
+            return "pending", None, exc.message, exc.delay_seconds, 1, None
+        except LeaseLost:
+            raise
         except pydantic.ValidationError as exc:
             # The stored payload no longer fits the type's model: retrying can't help.
             return "failed", None, validation_text(exc), 0.0, 0, None
@@ -284,7 +297,13 @@ class Executor:
             job.id,
             self._checkpointer(),
             self.settings,
+            self._step_book(job),
         )
+
+    def _step_book(self, job: Claimed) -> StepBook | None:
+        if self.steps is None:
+            return None
+        return StepBook(self.token, job.id, *self.steps)
 
     def _checkpointer(self) -> tuple[Callable[[uuid.UUID, Any], bool], Callable[[uuid.UUID], Any]] | None:
         if self.checkpoints is None:
@@ -352,6 +371,10 @@ class _Runner(threading.Thread):
                 if verdict == "stop":
                     return
             outcome = executor.run(job, started)
+            if outcome is None:
+                if self._lost(job):
+                    continue
+                return
             if not self._keep(outcome, executor.line(job, outcome) if executor.logging else None):
                 return
 
@@ -377,6 +400,16 @@ class _Runner(threading.Thread):
             self.executor.record_late(outcome)
         log_lines([line] if line else [])
         return False
+
+    def _lost(self, job: Claimed) -> bool:
+        """A step write found the job taken over: record nothing, go on (False: stop, the drain
+        has moved on)."""
+        log_event("job.lease_lost", jobId=str(job.id), type=job.type)
+        with self.lock:
+            if self.abandoned or self.orphaned:
+                return False
+            self.current = None
+            return True
 
     def _start(self, job: Claimed) -> Literal["run", "skip", "stop"]:
         """The start write of a job its lease does not cover yet: "skip" when the job is no longer
@@ -702,6 +735,7 @@ class Drainer:
             self._late_recorder(token),
             self.settings,
             lambda job: self._start(token, job),
+            steps=(self._write_step, self._read_steps),
         )
 
     def record(self, conn: sa.Connection, token: uuid.UUID, outcomes: Sequence[Outcome]) -> Recorded:
@@ -757,3 +791,11 @@ class Drainer:
     def _get_checkpoint(self, token: uuid.UUID, job_id: uuid.UUID) -> Any:
         with reader(self.engine).connect() as conn:
             return store.get_checkpoint(conn, token, job_id)
+
+    def _write_step(self, token: uuid.UUID, job_id: uuid.UUID, name: str, entry: str) -> bool:
+        with self.engine.begin() as conn:
+            return store.write_step(conn, token, job_id, name, entry)
+
+    def _read_steps(self, token: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any] | None:
+        with reader(self.engine).connect() as conn:
+            return store.read_steps(conn, token, job_id)

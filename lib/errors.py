@@ -98,3 +98,31 @@ class RetryLater(SluiceError):
         # At most ten years (an enqueue's delaySeconds limit): a larger or infinite delay is no
         # storable time, and its failed write would lose the outcomes of the whole batch.
         self.delay_seconds = min(max(0.0, delay_seconds), 315_360_000.0)
+
+
+class StepError(PermanentError):
+    """A durable step used wrongly (a bad or repeated name, a result that isn't JSON): retrying
+    can't help, so the job fails at once."""
+
+    code = "step_error"
+
+
+class LeaseLost(SluiceError):
+    """A step's fenced write was refused: the job's lease ran out and another drain holds it now.
+    Raised inside the handler, it ends the attempt with nothing recorded (the job is not ours)."""
+
+    code = "lease_lost"
+
+
+class Sleeping(SluiceError):
+    """Raised by ``ctx.sleep``: end this attempt uncounted, the job due again after
+    ``delay_seconds`` with its steps kept (a continuation, not a retry). Don't catch it."""
+
+    code = "sleeping"
+
+    def __init__(self, delay_seconds: float) -> None:
+        # At most ten years, like RetryLater: a larger delay is no storable time.
+        self.delay_seconds = min(max(0.0, delay_seconds), 315_360_000.0)
+        delay = self.delay_seconds
+        shown = f"{delay:.0f}" if delay >= 1 or delay == 0 else f"{delay:.2f}"
+        super().__init__(f"sleeping {shown} s (ctx.sleep)")

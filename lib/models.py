@@ -240,3 +240,14 @@ class QueueStatus(BaseModel):
     by_type: dict[str, dict[str, int]]
     last_drain: DrainRecord | None
     pending: list[Job]
+
+
+class StepInfo(BaseModel):
+    """A durable step a job finished (``ctx.step``/``ctx.sleep``); its result stays on the job."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+
+    name: str
+    finished_at: datetime
+    # Size of the stored result (JSON text, UTF-8 bytes); for a sleep, the wake time's.
+    result_bytes: int

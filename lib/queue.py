@@ -32,8 +32,11 @@ from .models import (
 from .ratelimit import enforce_tenant_quota
 from .registry import Registry
 from .registry import registry as default_registry
+from .steps import StepList
+from .steps import summaries as step_summaries
 from .store import attempts as attempt_store
 from .store import jobs as store
+from .store import steps as step_store
 from .store.attempts import AttemptRecord
 from .store.jobs import NewJob, new_id, new_ids
 
@@ -313,6 +316,16 @@ class Queue:
             found = attempt_store.list_attempts(conn, uid)
         last = completed_attempt(job)
         return found if last is None else [*found, last]
+
+    @guarded
+    def steps(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> StepList:
+        """The durable steps the job finished, in order; NotFound for a job the caller can't see."""
+        uid = parse_id(job_id)
+        with self.single.connect() as conn:
+            if store.get_job(conn, uid, tenant) is None:
+                raise NotFound(f"no job {str(job_id)!r}")
+            stored = step_store.job_steps(conn, uid)
+        return step_summaries(stored)
 
     @guarded
     def bulk_retry(self, request: BulkRequest, *, tenant: str | None = None) -> BulkResult:

@@ -76,6 +76,10 @@ jobs = sa.Table(
     sa.Column("claim_token", sa.Uuid()),
     # The last step text a handler reported with its progress (ctx.progress(50, "resizing")).
     sa.Column("step", sa.String(255)),
+    # Durable steps finished so far: {name: {"result": JSON, "finishedAt": ISO}} (lib/steps.py).
+    # On the row, not a table: deleting or erasing a job takes its steps with it, and a manual
+    # retry keeps them (it resumes). Hidden from Job: lists never load step results.
+    sa.Column("steps", JSONDoc()),
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
         name="ck_sluice_jobs_status",
@@ -196,4 +200,5 @@ sa.Index("ix_sluice_schedules_due", schedules.c.next_run_at)
 def job_columns() -> list[sa.Column[Any]]:
     """The columns a Job is built from, in a stable order."""
     hidden = {"lease_expires_at", "claim_token", "backoff_strategy", "backoff_delay", "backoff_max"}
+    hidden.add("steps")
     return [c for c in jobs.c if c.name not in hidden]

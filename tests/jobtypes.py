@@ -181,3 +181,79 @@ def explode(payload: dict[str, Any]) -> None:
     """Fails two frames deep with a payload value in a local variable (never in the traceback)."""
     secret = payload["secret"]
     _check_length(len(secret))
+
+
+def _step_run(log: str, job_id: str, name: str, fail: bool = False) -> Any:
+    """A step's body: appends '<job id> <step>' to ``log`` (one line per execution)."""
+
+    def body() -> Any:
+        with open(log, "a") as fh:
+            fh.write(f"{job_id} {name}\n")
+        if fail:
+            raise RuntimeError(f"{name} failed")
+        return {"step": name, "at": [1, 2]}
+
+    return body
+
+
+def _pause(path: str) -> None:
+    """Once per job: create '<path>.ready' (holding this pid), then wait for '<path>.go'."""
+    ready = f"{path}.ready"
+    if os.path.exists(ready):
+        return
+    with open(ready, "w") as fh:
+        fh.write(str(os.getpid()))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(f"{path}.go") and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+@job("test.steps", max_attempts=1, timeout=10)
+def three_steps(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Steps one, two, three, each logging its executions to payload["file"]. Options:
+    "pause" (after step one, once: signal and wait), "sleep" (ctx.sleep after step two),
+    "failTwo" (step two raises until the file payload["fixed"] exists)."""
+    log, job_id = payload["file"], ctx.job_id
+    one = ctx.step("one", _step_run(log, job_id, "one"))
+    if "pause" in payload:
+        _pause(payload["pause"])
+    fail = "failTwo" in payload and not os.path.exists(payload["failTwo"])
+    two = ctx.step("two", _step_run(log, job_id, "two", fail))
+    if "sleep" in payload:
+        ctx.sleep(payload["sleep"])
+    three = ctx.step("three", _step_run(log, job_id, "three"))
+    return {"one": one, "two": two, "three": three}
+
+
+@job("test.bad_steps", max_attempts=3)
+def bad_steps(payload: dict[str, Any], ctx: JobContext) -> Any:
+    """Misuses steps as payload["how"] says: "twice" (a name used twice), "unjson" (a result
+    that isn't JSON), "name" (a name outside the alphabet)."""
+    how = payload["how"]
+    if how == "twice":
+        ctx.step("a", lambda: 1)
+        ctx.step("a", lambda: 2)
+    if how == "unjson":
+        ctx.step("a", object)
+    if how == "name":
+        ctx.step('say "hi"', lambda: 1)
+    return None
+
+
+@job("test.long_steps", max_attempts=1, timeout=2)
+def long_steps(payload: dict[str, Any], ctx: JobContext) -> int:
+    """Six 0.5 s steps (3 s in all) under a 2 s timeout: a named sleep(0) after every second step
+    continues the job in a fresh attempt, so no attempt runs past its timeout."""
+    log, job_id = payload["file"], ctx.job_id
+    for i in range(6):
+
+        def body(i: int = i) -> int:
+            time.sleep(0.5)
+            with open(log, "a") as fh:
+                fh.write(f"{job_id} part-{i}\n")
+            return i
+
+        ctx.step(f"part-{i}", body)
+        if i in (1, 3):
+            ctx.sleep(0, name=f"pause-{i}")
+    return 6

@@ -57,7 +57,7 @@ def add_job_commands(command: Command) -> None:
     """get, list, and retry/cancel (one job, or many by filter)."""
     get = command("get", "print one job as JSON (--attempts adds its attempt history)")
     get.add_argument("id", metavar="ID", help="the job's id")
-    get.add_argument("--attempts", action="store_true", help="add the attempts, with tracebacks")
+    get.add_argument("--attempts", action="store_true", help="add the attempts, with tracebacks, and steps")
     get.set_defaults(handler=commands.get)
 
     listing = command("list", "print a page of jobs as JSON, newest first")

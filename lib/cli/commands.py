@@ -269,6 +269,7 @@ def get(args: argparse.Namespace) -> int:
         job = queue.get(args.id).to_wire()
         if args.attempts:
             job["attempts"] = [item.to_wire() for item in queue.attempts(args.id)]
+            job["steps"] = [step.model_dump(mode="json", by_alias=True) for step in queue.steps(args.id)]
     emit(job)
     return EXIT_OK
 

@@ -378,3 +378,41 @@ def get_checkpoint(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID) -> 
 def result_json(value: Any) -> str | None:
     """A handler's return value as JSON text; raises TypeError/ValueError if it isn't storable."""
     return None if value is None else storable_json(value)
+
+
+# Durable steps (lib/steps.py): one key of the job's ``steps`` object per finished step.
+_STEP_PG = sa.text(
+    """
+    UPDATE sluice_jobs
+    SET steps = coalesce(steps, CAST('{}' AS jsonb))
+                || jsonb_build_object(CAST(:name AS text), CAST(:entry AS jsonb))
+    WHERE id = :id AND claim_token = :token AND status = 'processing'
+    """
+)
+# Step names never hold a double quote (lib/steps.py), so the quoted path label is exact.
+_STEP_SQLITE = sa.text(
+    """
+    UPDATE sluice_jobs
+    SET steps = json_set(coalesce(steps, '{}'), '$."' || :name || '"', json(:entry))
+    WHERE id = :id AND claim_token = :token AND status = 'processing'
+    """
+)
+
+
+def write_step(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, name: str, entry: str) -> bool:
+    """Store one finished step (``entry``: JSON text) on the job, fenced like every write after a
+    claim, in one statement. False: the job is no longer this claim's, nothing was written."""
+    if conn.dialect.name == "postgresql":
+        params: dict[str, Any] = {"id": job_id, "token": token, "name": name, "entry": entry}
+        return bool(conn.execute(_STEP_PG, params).rowcount)
+    params = {"id": job_id.hex, "token": token.hex, "name": name, "entry": entry}
+    return bool(conn.execute(_STEP_SQLITE, params).rowcount)
+
+
+def read_steps(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID) -> dict[str, Any] | None:
+    """The job's finished steps ({} if none), read under this claim; None: no longer ours."""
+    stmt = sa.select(jobs.c.steps).where(jobs.c.id == job_id, *_fence(token))
+    row = conn.execute(stmt).first()
+    if row is None:
+        return None
+    return dict(row[0] or {})

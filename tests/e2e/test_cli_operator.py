@@ -134,6 +134,7 @@ def test_get_list_retry_and_cancel(sqlite_url: str) -> None:
         job = run_json("get", failed[0].id, "--attempts", **env)
         assert job["status"] == "failed" and job["attempts"][0]["outcome"] == "failed"
         assert "PermanentError" in job["attempts"][0]["traceback"]
+        assert job["steps"] == []
         page = run_json("list", "--status", "failed", **env)
         assert {item["id"] for item in page["jobs"]} == {j.id for j in failed}
 

@@ -107,6 +107,15 @@ def test_list_status_cancel_retry(served: tuple[str, str]) -> None:
     q.engine.dispose()
 
 
+def test_steps_of_a_sleeping_job(served: tuple[str, str], tmp_path: Path) -> None:
+    base, _ = served
+    c = client(base)
+    sleeper = c.enqueue(type="test.steps", payload={"file": str(tmp_path / "s.log"), "sleep": 600})
+    c.process()
+    assert [step["name"] for step in c.steps(sleeper.id)] == ["one", "two", "sleep#1"]
+    assert c.get(sleeper.id).attempts == 0
+
+
 def test_attempts_and_bulk_retry_cancel(served: tuple[str, str]) -> None:
     base, url = served
     c = client(base)
@@ -115,6 +124,7 @@ def test_attempts_and_bulk_retry_cancel(served: tuple[str, str]) -> None:
     c.process()
     (attempt,) = c.attempts(doomed[0].id)
     assert attempt["outcome"] == "failed" and "PermanentError" in attempt["traceback"]
+    assert c.steps(doomed[0].id) == []
     assert c.retry_many(type="test.permanent", dry_run=True).model_dump() == {"matched": 2, "changed": 0}
     assert c.retry_many(type="test.permanent", status="failed").changed == 2
     assert c.cancel_many(ids=[waiting.id, doomed[0].id]).changed == 2

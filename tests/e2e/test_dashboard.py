@@ -251,6 +251,31 @@ def test_the_job_page_shows_attempts_tracebacks_and_step(page: Page, site: tuple
     expect(page.locator("#detail-attempts li").first).to_contain_text("completed")
 
 
+def test_the_job_page_lists_durable_steps(page: Page, site: tuple[str, Queue], tmp_path: Path) -> None:
+    base, queue = site
+    sleeper = enqueue(base, {"type": "test.steps", "payload": {"file": str(tmp_path / "s.log"), "sleep": 60}})
+    plain = enqueue(base, {"type": "test.greet", "payload": {"name": "ada"}})
+    queue.drain()
+    page.goto(base + "/")
+    sign_in(page, ADMIN_KEY)
+    page.get_by_label("Job id").fill(sleeper["id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Show job {sleeper['id']}").click()
+    steps = page.locator("#detail-steps li")
+    expect(steps).to_have_count(3)
+    expect(steps.nth(0)).to_contain_text("one")
+    expect(steps.nth(0)).to_contain_text("25 B")
+    expect(steps.nth(2)).to_contain_text("sleep#1")
+    expect(page.locator("#detail-attempts li").first).to_contain_text("deferred")
+    page.get_by_role("button", name="Close job details").click()
+
+    page.get_by_label("Job id").fill(plain["id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Show job {plain['id']}").click()
+    expect(page.locator("#detail-steps-empty")).to_have_text("No durable step has finished.")
+    expect(page.locator("#detail-steps li")).to_have_count(0)
+
+
 def test_bulk_retry_shows_the_count_before_confirming(page: Page, site: tuple[str, Queue]) -> None:
     base, queue = site
     failed = [enqueue(base, {"type": "test.permanent"}) for _ in range(3)]
