@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from .config import Settings, get_settings
+from .logs import log_event
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +43,6 @@ class JobContext:
         value = int(min(100, max(0, percent)))
         self._report(self._uuid, value, step)
         if step is not None:
-            from .logs import log_event
-
             log_event("job.progress", jobId=self.job_id, type=self.type, progress=value, step=step)
 
     def checkpoint(self, value: Any) -> bool:

@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from ..config import Settings, get_settings
-from .commands import configure_logs, migrate_database, safe_url
+from .common import configure_logs, migrate_database, safe_url
 from .output import EXIT_FAILED, EXIT_OK, error, info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
