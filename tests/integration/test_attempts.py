@@ -7,8 +7,8 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from lib import JobSpec, Queue
-from tests.conftest import drain_together, make_queue
-from tests.integration.test_api_endpoints import ADMIN, error_of
+from tests.support.api import ADMIN, error_of
+from tests.support.db import drain_together, make_queue
 
 TENANT = {"x-api-key": "ta"}
 GLOBEX = {"x-api-key": "tg"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from lib import JobSpec, Queue
-from tests.conftest import count
+from tests.support.db import count
 
 
 def test_hung_handler_is_abandoned_at_its_timeout(queue: Queue) -> None:

@@ -27,10 +27,9 @@ from lib.cli import main
 from lib.config import Settings, get_settings
 from lib.errors import ConfigError
 from lib.schema import jobs, schedules
-from tests.conftest import count, make_queue
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, error_of
 from tests.jobtypes import SENSITIVE_SEEN, Card
+from tests.support.api import ADMIN, api_settings, error_of
+from tests.support.db import count, make_queue
 
 CARD = "4111-1111-1111-1111"
 TOKEN = "tok_live_5ecret"

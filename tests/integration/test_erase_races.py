@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from lib import Queue, aws, retention
 from lib.retention import Archive, CleanupResult, EraseResult
-from tests.conftest import count
-from tests.integration.test_retention import BUCKET, DAY, archived_queue, archived_rows, make_job  # noqa: F401
+from tests.support.archive import BUCKET, DAY, archived_rows, make_job
+from tests.support.db import count
 
 WAIT_SECONDS = 10.0
 
@@ -33,7 +33,7 @@ def erase_is_waiting(queue: Queue) -> bool:
 
 
 def test_erase_during_a_cleanup_archiving_the_tenant(
-    archived_queue: Queue,  # noqa: F811
+    archived_queue: Queue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     q = archived_queue
@@ -90,7 +90,7 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
 
 
 def test_two_erases_rewriting_one_archive_object_take_turns(
-    archived_queue: Queue,  # noqa: F811
+    archived_queue: Queue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each erase reads an object, filters its tenant out and writes the rest back: run at once

@@ -27,9 +27,9 @@ from lib.store import claim
 from lib.store.claim import Outcome, Recorded
 from lib.store.clock import now_plus
 from tests import workers
-from tests.conftest import count, make_queue
-from tests.integration.test_crashes import db_now, expired_leases, wait_for
 from tests.jobtypes import GATES
+from tests.support.db import count, db_now, expired_leases, make_queue
+from tests.support.polling import wait_for
 
 NO_RETRY_SOON = {"strategy": "fixed", "delaySeconds": 600}
 

@@ -5,39 +5,19 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from lib import Queue, Unavailable, ValidationError, aws
-from lib.retention import CleanupRequest, decode_rows
+from lib.retention import CleanupRequest
 from lib.schema import drains, jobs
 from lib.store.clock import now_plus
-from tests.conftest import count, make_queue
+from tests.support.archive import BUCKET, DAY, archived_rows, make_job
+from tests.support.db import count, make_queue
 
-BUCKET = "sluice-archive-test"
 KEY = re.compile(r"sluice/archive/\d{4}/\d{2}/\d{2}/\d{8}T\d{12}Z-[0-9a-f]{32}\.jsonl\.gz")
-DAY = 86_400
-
-
-def make_job(
-    queue: Queue, status: str, age: float | None = None, *, type: str = "noop", tenant: str | None = None
-) -> str:
-    """A job in ``status`` whose finishedAt is ``age`` seconds before the database's now."""
-    job = queue.enqueue(type, {} if type == "noop" else {"n": 1}, tenant_id=tenant)
-    values: dict[str, Any] = {"status": status, "attempts": 1}
-    if age is not None:
-        finished = now_plus(queue.dialect, -age)
-        values.update(finished_at=finished, started_at=finished)
-    if status == "completed":
-        values["result"] = {"ok": True}
-    if status == "failed":
-        values["last_error"] = "RuntimeError: boom"
-    with queue.engine.begin() as conn:
-        conn.execute(sa.update(jobs).where(jobs.c.id == uuid.UUID(job.id)).values(**values))
-    return job.id
 
 
 def ids(queue: Queue) -> set[str]:
@@ -53,13 +33,6 @@ def rows_as_archived(queue: Queue, wanted: set[str]) -> list[dict[str, Any]]:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(*jobs.c))]
     picked = [r for r in rows if str(r["id"]) in wanted]
     return sorted((json.loads(json.dumps(r, default=_json_value)) for r in picked), key=lambda r: r["id"])
-
-
-def archived_rows(prefix: str = "sluice/archive/") -> tuple[list[str], list[dict[str, Any]]]:
-    s3 = aws.client("s3", "us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
-    rows = [row for key in keys for row in decode_rows(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())]
-    return keys, sorted(rows, key=lambda r: r["id"])
 
 
 @pytest.fixture
@@ -168,13 +141,6 @@ def test_cleanup_request_body_is_strict() -> None:
 
 
 # -- archive ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def archived_queue(db_url: str, aws_mock: None) -> Any:
-    q = make_queue(db_url, jobs_archive_s3_bucket=BUCKET)
-    yield q
-    q.engine.dispose()
 
 
 def test_archive_holds_exactly_the_deleted_rows(archived_queue: Queue) -> None:

@@ -12,7 +12,7 @@ from lib import NotFound, Queue, UnknownJobType, ValidationError
 from lib import schedules as sched
 from lib.errors import Conflict
 from lib.store import schedules as schedule_store
-from tests.conftest import count, drain_together, make_queue
+from tests.support.db import count, drain_together, make_queue
 
 
 def at(text: str) -> datetime:
