@@ -97,7 +97,7 @@ def render(count: int, items: Sequence[Any]) -> str:
 def post_webhook(url: str, text: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST ``{"text": ...}`` (Slack-compatible) to the operator's webhook; returns the status.
     A non-2xx answer raises (the alert job retries with backoff)."""
-    import urllib.request
+    import urllib.request  # lazy: only a digest that is sent loads urllib.request
 
     body = json.dumps({"text": text}).encode()
     request = urllib.request.Request(  # noqa: S310 (the operator's own http(s) URL, checked by Settings)

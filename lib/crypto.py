@@ -35,6 +35,7 @@ def is_sealed(value: Any) -> bool:
 
 @lru_cache(maxsize=8)
 def _keyring(keys: tuple[str, ...]) -> tuple[MultiFernet, Fernet]:
+    # lazy: apps without sensitive types never load cryptography
     from cryptography.fernet import Fernet, MultiFernet
 
     fernets = [Fernet(key.encode("ascii")) for key in keys]
@@ -81,7 +82,7 @@ def unseal(payload: Any, fields: Iterable[str], settings: Settings) -> Any:
     names = [name for name in fields if is_sealed(payload.get(name))]
     if not names:
         return payload
-    from cryptography.fernet import InvalidToken
+    from cryptography.fernet import InvalidToken  # lazy: apps without sensitive types never load cryptography
 
     multi, _ = keyring(settings)
     opened = dict(payload)
@@ -98,7 +99,7 @@ def reseal(payload: Any, settings: Settings) -> dict[str, Any] | None:
     when there was nothing to change (all already under the newest key)."""
     if not isinstance(payload, dict):
         return None
-    from cryptography.fernet import InvalidToken
+    from cryptography.fernet import InvalidToken  # lazy: apps without sensitive types never load cryptography
 
     multi, newest = keyring(settings)
     changed = dict(payload)

@@ -40,6 +40,7 @@ class SnapshotCollector:
         self.snap = snap
 
     def collect(self) -> Iterator[Any]:
+        # lazy: only a scrape loads prometheus_client
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         status, drains = self.snap.status, self.snap.drains
@@ -123,6 +124,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The exposition text for one scrape; raises Unavailable when the database is unreachable."""
+        # lazy: only a scrape loads prometheus_client
         from prometheus_client import CollectorRegistry, generate_latest
 
         snap = self.snapshot()

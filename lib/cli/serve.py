@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     app = load_app()
     problem = startup_problem(app)
 
-    from werkzeug.serving import make_server
+    from werkzeug.serving import make_server  # lazy: the dev server only
 
     try:
         server = make_server(args.host, args.port, app, threaded=True, request_handler=quiet_handler())
@@ -132,7 +132,7 @@ def load_app() -> Any:
 
 def quiet_handler() -> type[Any]:
     """Werkzeug's request handler, minus log lines for the emulator's own calls."""
-    from werkzeug.serving import WSGIRequestHandler
+    from werkzeug.serving import WSGIRequestHandler  # lazy: the dev server only
 
     class Handler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -155,7 +155,7 @@ def loopback_base(host: str, port: int) -> str:
 
 def read_crons(path: Path) -> tuple[list[Cron], str]:
     """The ``crons`` of vercel.json, or the default process cron when the file has none."""
-    from croniter import croniter
+    from croniter import croniter  # lazy: the dev server only
 
     crons: list[Cron] = []
     try:
@@ -233,7 +233,7 @@ class CronEmulator(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        from croniter import croniter
+        from croniter import croniter  # lazy: the dev server only
 
         now = datetime.now(UTC)
         due = {cron: croniter(cron.schedule, now).get_next(datetime) for cron in self.crons}

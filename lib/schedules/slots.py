@@ -30,7 +30,7 @@ def check_cron(expr: str) -> str:
         # croniter also takes R (random) and H (hashed): neither names a fixed slot.
         if not _TOKEN.fullmatch(part) or (part.isalpha() and part.upper() not in _NAMES):
             raise ValueError(f"is not a valid cron expression (bad token {part!r})")
-    from croniter import CroniterError, croniter
+    from croniter import CroniterError, croniter  # lazy: croniter is loaded when a cron expression is read
 
     expr = " ".join(fields)
     if not croniter.is_valid(expr):
@@ -105,7 +105,7 @@ class Slots:
 
     def next_after(self, instant: datetime) -> datetime:
         """The first slot strictly after ``instant``."""
-        from croniter import croniter
+        from croniter import croniter  # lazy: croniter is loaded when a cron expression is read
 
         walls = croniter(self.cron, instant.astimezone(self.zone).replace(tzinfo=None))
         for _ in range(MAX_STEPS):
@@ -116,6 +116,7 @@ class Slots:
 
     def latest_until(self, instant: datetime) -> datetime | None:
         """The last slot at or before ``instant`` (None if the expression never matched)."""
+        # lazy: croniter is loaded when a cron expression is read
         from croniter import CroniterError, croniter
 
         local = instant.astimezone(self.zone)

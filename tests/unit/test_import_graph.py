@@ -242,9 +242,20 @@ def test_lazy_imports_are_the_listed_ones() -> None:
         "imports inside functions: move them to the top, or (for a cold start) list them in "
         "ALLOWED_LAZY with the reason:\n" + "\n".join(unlisted)
     )
+    silent = [_where(e) for e in EDGES if e.lazy and not e.typing_only and not _says_why(e)]
+    assert not silent, (
+        "say why each import inside a function is lazy (a `# lazy: ...` comment): " + ", ".join(silent)
+    )
     stale = sorted(set(ALLOWED_LAZY) - set(lazy))
     assert not stale, f"ALLOWED_LAZY lists imports that are gone: {stale}"
     assert all(reason.strip() for reason in ALLOWED_LAZY.values())
+
+
+def _says_why(edge: Edge) -> bool:
+    """A ``# lazy: <reason>`` comment on the import's line or the line above it."""
+    lines = MODULES[edge.source].read_text(encoding="utf-8").splitlines()
+    near = lines[max(0, edge.line - 2) : edge.line]
+    return any("# lazy:" in line.lower() for line in near)
 
 
 def test_lib_never_imports_flask_or_api() -> None:
