@@ -11,6 +11,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response
 
+from lib.metrics import CONTENT_TYPE
+
 from ._auth import require_admin
 from ._http import ApiError
 from ._openapi import ApiDoc
@@ -61,10 +63,8 @@ def asset(name: str) -> Response:
 @bp.get("/api/jobs/metrics")
 def metrics() -> Response:
     require_admin()
-    # Imported here: prometheus_client is only loaded by the function instance that gets scraped.
-    from lib.metrics import CONTENT_TYPE, render
-
-    return Response(render(current_queue()), content_type=CONTENT_TYPE)
+    # prometheus_client is loaded by the scrape itself (lib.metrics), not by this import.
+    return Response(current_queue().metrics.render(), content_type=CONTENT_TYPE)
 
 
 def document(doc: ApiDoc) -> None:

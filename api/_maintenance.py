@@ -7,9 +7,8 @@ from typing import Any
 from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
-from lib import schedules
-from lib.retention import CleanupRequest, CleanupResult, EraseResult, cleanup, erase_tenant
-from lib.schedules import Schedule, ScheduleSpec
+from lib.retention import CleanupRequest, CleanupResult, EraseResult
+from lib.schedules import Schedule, ScheduleSpec, check_name
 
 from ._auth import require_admin
 from ._http import MAX_PAYLOAD_DEPTH, check_json, json_response, read_json_object, validate_body
@@ -35,33 +34,33 @@ def _optional_body() -> dict[str, Any]:
 @bp.get("/api/schedules")
 def list_schedules() -> Response:
     require_admin()
-    found = schedules.list_schedules(current_queue())
+    found = current_queue().schedules.list_schedules()
     return json_response({"schedules": [item.to_wire() for item in found]})
 
 
 @bp.get("/api/schedules/<name>")
 def get_schedule(name: str) -> Response:
     require_admin()
-    return json_response(schedules.get_schedule(current_queue(), name).to_wire())
+    return json_response(current_queue().schedules.get_schedule(name).to_wire())
 
 
 @bp.put("/api/schedules/<name>")
 def put_schedule(name: str) -> Response:
     require_admin()
-    schedules.check_name(name)
+    check_name(name)
     body = read_json_object()
     if "payload" in body:
         check_json(body["payload"], MAX_PAYLOAD_DEPTH, "payload")
     spec = validate_body(ScheduleSpec, body)
     queue = current_queue()
     queue.registry.public(spec.type)  # a schedule may not make internal jobs either
-    return json_response(schedules.put_schedule(queue, name, spec).to_wire())
+    return json_response(queue.schedules.put_schedule(name, spec).to_wire())
 
 
 @bp.delete("/api/schedules/<name>")
 def delete_schedule(name: str) -> Response:
     require_admin()
-    schedules.delete_schedule(current_queue(), name)
+    current_queue().schedules.delete_schedule(name)
     return Response(status=204)
 
 
@@ -69,8 +68,7 @@ def delete_schedule(name: str) -> Response:
 def run_cleanup() -> Response:
     require_admin()
     body = validate_body(CleanupRequest, _optional_body())
-    result = cleanup(
-        current_queue(),
+    result = current_queue().retention.cleanup(
         completed_older_than=body.completed_older_than_seconds,
         failed_older_than=body.failed_older_than_seconds,
         cancelled_older_than=body.cancelled_older_than_seconds,
@@ -82,7 +80,7 @@ def run_cleanup() -> Response:
 @bp.post("/api/tenants/<tenantId>/erase")
 def erase(tenantId: str) -> Response:  # noqa: N803 (the rule's name is the documented one)
     require_admin()
-    return json_response(erase_tenant(current_queue(), tenantId).to_wire())
+    return json_response(current_queue().retention.erase_tenant(tenantId).to_wire())
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from .core import Core
 from .logs import log_event
 from .models import JobSpec
 from .store import alerts as store
 from .store.jobs import insert_jobs
 from .store.ratelimit import lock
-
-if TYPE_CHECKING:
-    from .queue import Queue
 
 ALERT_TYPE = "alert.deadletter"
 KEY_PREFIX = "alert:deadletter:"
@@ -46,22 +44,22 @@ def _item(job: store.FailedJob) -> dict[str, Any]:
 class DeadLetterHook:
     """``Drainer.on_failed``: no alert destination configured, no alert job."""
 
-    def __init__(self, queue: Queue) -> None:
-        self.queue = queue
+    def __init__(self, core: Core) -> None:
+        self.core = core
 
     def __call__(self, conn: sa.Connection, ids: list[uuid.UUID]) -> None:
-        if not self.queue.settings.alerts_configured or ALERT_TYPE not in self.queue.registry:
+        if not self.core.settings.alerts_configured or ALERT_TYPE not in self.core.registry:
             return
         count, failed = store.failed_jobs(conn, ids, ALERT_TYPE, MAX_ITEMS)
         if count:
-            add_to_digest(self.queue, conn, count, [_item(job) for job in failed])
+            add_to_digest(self.core, conn, count, [_item(job) for job in failed])
 
 
-def add_to_digest(queue: Queue, conn: sa.Connection, count: int, items: Sequence[dict[str, Any]]) -> None:
+def add_to_digest(core: Core, conn: sa.Connection, count: int, items: Sequence[dict[str, Any]]) -> None:
     """Fold ``count`` failures into the open digest, or open one (in the caller's transaction)."""
     # Concurrent drains take turns, so they extend one digest instead of opening two.
     lock(conn, "sluice.alert.deadletter")
-    window = queue.settings.jobs_alert_digest_seconds + DUE_SLACK_SECONDS
+    window = core.settings.jobs_alert_digest_seconds + DUE_SLACK_SECONDS
     current = store.open_digest(conn, ALERT_TYPE, KEY_PREFIX, PRIORITY, window)
     if current is not None:
         job_id, payload = current
@@ -75,9 +73,9 @@ def add_to_digest(queue: Queue, conn: sa.Connection, count: int, items: Sequence
         type=ALERT_TYPE,
         payload={"count": count, "items": list(items)[:MAX_ITEMS]},
         priority=PRIORITY,
-        delay_seconds=queue.settings.jobs_alert_digest_seconds,
+        delay_seconds=core.settings.jobs_alert_digest_seconds,
     )
-    digest = queue.prepare(spec)
+    digest = core.prepare(spec)
     # Keyed by its own id: the mark of a digest Sluice made (open_digest checks it).
     digest.idempotency_key = store.digest_key(KEY_PREFIX, digest.id)
     insert_jobs(conn, [digest])
@@ -99,7 +97,7 @@ def render(count: int, items: Sequence[Any]) -> str:
 def post_webhook(url: str, text: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS) -> int:
     """POST ``{"text": ...}`` (Slack-compatible) to the operator's webhook; returns the status.
     A non-2xx answer raises (the alert job retries with backoff)."""
-    import urllib.request
+    import urllib.request  # lazy: only a digest that is sent loads urllib.request
 
     body = json.dumps({"text": text}).encode()
     request = urllib.request.Request(  # noqa: S310 (the operator's own http(s) URL, checked by Settings)

@@ -16,11 +16,11 @@ def client(service: str, region: str, timeout: int | None = None) -> Any:
     With ``timeout`` (whole seconds): connecting and each read give up after it, and a call is
     tried once, so a hanging endpoint costs at most about that long (botocore's defaults: 60 s
     a read, several attempts)."""
-    import boto3
+    import boto3  # lazy: boto3 takes ~300 ms to import: only archives and SES pay
 
     if timeout is None:
         return boto3.client(service, region_name=region)  # type: ignore[call-overload]
-    from botocore.config import Config
+    from botocore.config import Config  # lazy: boto3 takes ~300 ms to import: only archives and SES pay
 
     bounded = Config(
         connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 1, "mode": "standard"}

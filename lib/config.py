@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .models import TENANT_ID, TENANT_ID_RULE
+from .rates import Rate, parse_rate, parse_rates
 
 DEFAULT_SQLITE_URL = "sqlite:///.data/sluice.db"
 # An on/off setting; empty means "not set" (the feature decides its default).
@@ -117,8 +118,6 @@ class Settings(BaseSettings):
     @field_validator("jobs_rate_limits", "jobs_tenant_enqueue_limit")
     @classmethod
     def _rates(cls, value: str, info: ValidationInfo) -> str:
-        from .ratelimit import parse_rate, parse_rates
-
         name = (info.field_name or "").upper()
         try:
             if info.field_name == "jobs_rate_limits":
@@ -176,17 +175,13 @@ class Settings(BaseSettings):
         return bool(self.jobs_alert_webhook_url or (self.alert_email_to and self.jobs_alert_email_from))
 
     @property
-    def rate_limits(self) -> dict[str, Any]:
-        """{type: lib.ratelimit.Rate} from JOBS_RATE_LIMITS."""
-        from .ratelimit import parse_rates
-
+    def rate_limits(self) -> dict[str, Rate]:
+        """{type: Rate} from JOBS_RATE_LIMITS."""
         return dict(parse_rates(self.jobs_rate_limits))
 
     @property
-    def tenant_enqueue_rate(self) -> Any:
-        """The lib.ratelimit.Rate of JOBS_TENANT_ENQUEUE_LIMIT, or None."""
-        from .ratelimit import parse_rate
-
+    def tenant_enqueue_rate(self) -> Rate | None:
+        """The Rate of JOBS_TENANT_ENQUEUE_LIMIT, or None."""
         return parse_rate(self.jobs_tenant_enqueue_limit) if self.jobs_tenant_enqueue_limit else None
 
     @property

@@ -10,6 +10,7 @@ from uuid import UUID
 
 from .config import Settings, get_settings
 from .errors import Sleeping
+from .logs import log_event
 from .steps import StepBook, check_name
 
 T = TypeVar("T")
@@ -48,8 +49,6 @@ class JobContext:
         value = int(min(100, max(0, percent)))
         self._report(self._uuid, value, step)
         if step is not None:
-            from .logs import log_event
-
             log_event("job.progress", jobId=self.job_id, type=self.type, progress=value, step=step)
 
     def checkpoint(self, value: Any) -> bool:

@@ -6,7 +6,7 @@ the API, the dashboard and archives hold; only the handler gets the plain value 
 
 ``JOBS_ENCRYPTION_KEYS`` lists Fernet keys newest first: the first one encrypts, every one
 decrypts. To rotate: put a new key first, deploy, run ``python -m lib rotate-keys`` (re-encrypts
-what is stored with the first key), then drop the old key.
+what is stored with the first key, lib/rotation.py), then drop the old key. Values only: no I/O.
 
 cryptography is imported on first use: an app without sensitive types never loads it.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -26,10 +25,7 @@ from .jsontext import storable_json
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet, MultiFernet
 
-    from .queue import Queue
-
 MARKER = "$enc"
-ROTATE_BATCH = 500
 
 
 def is_sealed(value: Any) -> bool:
@@ -39,6 +35,7 @@ def is_sealed(value: Any) -> bool:
 
 @lru_cache(maxsize=8)
 def _keyring(keys: tuple[str, ...]) -> tuple[MultiFernet, Fernet]:
+    # lazy: apps without sensitive types never load cryptography
     from cryptography.fernet import Fernet, MultiFernet
 
     fernets = [Fernet(key.encode("ascii")) for key in keys]
@@ -85,7 +82,7 @@ def unseal(payload: Any, fields: Iterable[str], settings: Settings) -> Any:
     names = [name for name in fields if is_sealed(payload.get(name))]
     if not names:
         return payload
-    from cryptography.fernet import InvalidToken
+    from cryptography.fernet import InvalidToken  # lazy: apps without sensitive types never load cryptography
 
     multi, _ = keyring(settings)
     opened = dict(payload)
@@ -102,7 +99,7 @@ def reseal(payload: Any, settings: Settings) -> dict[str, Any] | None:
     when there was nothing to change (all already under the newest key)."""
     if not isinstance(payload, dict):
         return None
-    from cryptography.fernet import InvalidToken
+    from cryptography.fernet import InvalidToken  # lazy: apps without sensitive types never load cryptography
 
     multi, newest = keyring(settings)
     changed = dict(payload)
@@ -122,49 +119,3 @@ def reseal(payload: Any, settings: Settings) -> dict[str, Any] | None:
             raise _undecryptable(name) from None
         touched = True
     return changed if touched else None
-
-
-@dataclass(frozen=True, slots=True)
-class Rotated:
-    """Rows whose payload was re-encrypted."""
-
-    jobs: int
-    schedules: int
-
-    def to_wire(self) -> dict[str, int]:
-        return {"jobs": self.jobs, "schedules": self.schedules}
-
-
-def rotate_keys(queue: Queue, *, batch_size: int = ROTATE_BATCH) -> Rotated:
-    """Re-encrypt the stored sensitive fields of every job and schedule of a sensitive type with
-    the newest key, one short transaction per batch. Safe to run again (and alongside drains:
-    the payload column is written only at insert and here)."""
-    from .queue import guarded
-    from .store import payloads as store
-
-    types = sorted(t.name for t in queue.registry if t.sensitive)
-    keyring(queue.settings)  # no keys: ConfigError before touching anything
-
-    @guarded
-    def rotate_table(table: store.Kind) -> int:
-        done = 0
-        after: Any = None
-        while types:
-            with queue.engine.begin() as conn:
-                rows = store.payloads_of_types(conn, table, types, after, batch_size)
-                updates: list[tuple[Any, dict[str, Any]]] = []
-                for key, payload in rows:
-                    try:
-                        new = reseal(payload, queue.settings)
-                    except ConfigError as exc:
-                        raise ConfigError(f"{table} {key}: {exc.message}") from None
-                    if new is not None:
-                        updates.append((key, new))
-                store.write_payloads(conn, table, updates)
-            done += len(updates)
-            if len(rows) < batch_size:
-                break
-            after = rows[-1][0]
-        return done
-
-    return Rotated(jobs=rotate_table("jobs"), schedules=rotate_table("schedules"))

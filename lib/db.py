@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -18,6 +20,9 @@ from .errors import ConfigError, SluiceError, Unavailable
 
 MIGRATE_HINT = "run `python -m lib migrate`"
 NOT_MIGRATED = f"the database is not migrated (or not to the latest revision): {MIGRATE_HINT}"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # An execution option: transactions of an engine carrying it only read (see ``reader``).
 READ_ONLY = "sluice_read_only"
@@ -165,3 +170,25 @@ def reader(engine: Engine) -> Engine:
 
 def engine_from_settings(settings: Settings) -> Engine:
     return make_engine(settings.database_url, settings.jobs_db_pool)
+
+
+def guarded(fn: Callable[P, R]) -> Callable[P, R]:
+    """Database faults that say something about the setup become ConfigError (not migrated,
+    unknown database, authentication: the API's 503 not_configured), connection faults
+    Unavailable (503 unavailable); never a bare driver error. Messages name the DATABASE_URL of
+    the ``settings`` of the method's owner (the facade or a service), when it has them."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            settings = getattr(args[0], "settings", None) if args else None
+            explained = explain(exc, settings.database_url if isinstance(settings, Settings) else "")
+            if explained is not None:
+                raise explained from exc
+            if exc.connection_invalidated:
+                raise Unavailable("the database connection was lost; try again") from exc
+            raise
+
+    return wrapper

@@ -115,16 +115,24 @@ def unknown_type_text(name: str) -> str:
     )
 
 
+# Monotonic seconds. A drain's budget is spent on one (tests pass a fake one to spend it exactly).
+Clock = Callable[[], float]
+
+
 @dataclass
 class Budget:
     """Stops claiming or starting once time spent plus the longest attempt seen would pass it."""
 
     seconds: float
-    started: float = field(default_factory=time.monotonic)
+    clock: Clock = time.monotonic
+    started: float = field(init=False)
     longest: float = 0.0
 
+    def __post_init__(self) -> None:
+        self.started = self.clock()
+
     def elapsed(self) -> float:
-        return time.monotonic() - self.started
+        return self.clock() - self.started
 
     def allows_another(self) -> bool:
         return self.elapsed() + self.longest <= self.seconds
@@ -134,7 +142,8 @@ class Budget:
 
     @property
     def end(self) -> float:
-        return self.started + self.seconds
+        """The time.monotonic() instant the budget runs out (what the drain's waits are timed on)."""
+        return time.monotonic() + self.seconds - self.elapsed()
 
 
 class AbandonedThreads:
@@ -653,9 +662,11 @@ class Drainer:
     settings: Settings | None = None
     # Called in every outcome flush's transaction (per-attempt history).
     on_flush: FlushHook | None = None
+    # What the drain's time budget is measured on.
+    clock: Clock = time.monotonic
 
     def run(self, max_jobs: int, budget_ms: int, source: DrainSource = "api") -> DrainSummary:
-        budget = Budget(budget_ms / 1000)
+        budget = Budget(budget_ms / 1000, self.clock)
         tally = Tally()
         stopped: StopReason = "empty"
         with linked(self.engine) as link:

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .config import Settings
+from .core import Core
+from .db import guarded
 from .models import JOB_STATUSES, QueueStatus
-from .queue import Queue, guarded
 from .store import jobs as job_store
 from .store import metrics as metrics_store
 from .store.metrics import OUTCOMES, DrainStats
@@ -31,15 +33,6 @@ class Snapshot:
     job_types: tuple[str, ...]
 
 
-@guarded
-def snapshot(queue: Queue) -> Snapshot:
-    """Everything a scrape reports, read on one connection."""
-    with queue.reader.connect() as conn:
-        status = job_store.queue_status(conn, None)
-        drains = metrics_store.drain_stats(conn, DRAIN_WINDOW_SECONDS, DRAIN_DURATION_BUCKETS)
-    return Snapshot(status, drains, tuple(job_type.name for job_type in queue.registry))
-
-
 class SnapshotCollector:
     """A prometheus_client collector over one snapshot."""
 
@@ -47,6 +40,7 @@ class SnapshotCollector:
         self.snap = snap
 
     def collect(self) -> Iterator[Any]:
+        # lazy: only a scrape loads prometheus_client
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         status, drains = self.snap.status, self.snap.drains
@@ -110,12 +104,31 @@ class SnapshotCollector:
         )
 
 
-def render(queue: Queue) -> bytes:
-    """The exposition text for one scrape; raises Unavailable when the database is unreachable."""
-    from prometheus_client import CollectorRegistry, generate_latest
+class Metrics:
+    """The facade's ``metrics``: what a scrape reads and renders."""
 
-    snap = snapshot(queue)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(snap))
-    body: bytes = generate_latest(registry)
-    return body
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @guarded
+    def snapshot(self) -> Snapshot:
+        """Everything a scrape reports, read on one connection."""
+        with self.core.reader.connect() as conn:
+            status = job_store.queue_status(conn, None)
+            drains = metrics_store.drain_stats(conn, DRAIN_WINDOW_SECONDS, DRAIN_DURATION_BUCKETS)
+        return Snapshot(status, drains, tuple(job_type.name for job_type in self.core.registry))
+
+    def render(self) -> bytes:
+        """The exposition text for one scrape; raises Unavailable when the database is unreachable."""
+        # lazy: only a scrape loads prometheus_client
+        from prometheus_client import CollectorRegistry, generate_latest
+
+        snap = self.snapshot()
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(snap))
+        body: bytes = generate_latest(registry)
+        return body

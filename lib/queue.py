@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 
 from . import kick
+from .alerts import DeadLetterHook
 from .attempts import completed_attempt
 from .config import Settings, get_settings
-from .db import engine_from_settings, explain, reader
+from .core import Core
+from .db import engine_from_settings, explain, guarded
 from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, SluiceError, Unavailable, ValidationError
-from .jsontext import storable_json
+from .metrics import Metrics
+from .migrate import upgrade
 from .models import (
     BulkRequest,
     BulkResult,
@@ -29,42 +31,22 @@ from .models import (
     JobStatus,
     QueueStatus,
 )
-from .ratelimit import enforce_tenant_quota
+from .ratelimit import enforce_tenant_quota, gate_factory
 from .registry import Registry
 from .registry import registry as default_registry
+from .retention import Retention
+from .rotation import KeyRotation
+from .schedules import DueHook, Schedules
 from .steps import StepList
 from .steps import summaries as step_summaries
 from .store import attempts as attempt_store
 from .store import jobs as store
 from .store import steps as step_store
 from .store.attempts import AttemptRecord
-from .store.jobs import NewJob, new_id, new_ids
+from .store.jobs import NewJob, new_ids
 
-P = ParamSpec("P")
 # Named here: inside Queue, ``list`` is the method.
 AttemptList = list[AttemptRecord]
-R = TypeVar("R")
-
-
-def guarded(fn: Callable[P, R]) -> Callable[P, R]:
-    """Database faults that say something about the setup become ConfigError (not migrated,
-    unknown database, authentication: the API's 503 not_configured), connection faults
-    Unavailable (503 unavailable); never a bare driver error."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except sa.exc.DBAPIError as exc:
-            owner = args[0] if args and isinstance(args[0], Queue) else None
-            explained = explain(exc, owner.settings.database_url if owner else "")
-            if explained is not None:
-                raise explained from exc
-            if exc.connection_invalidated:
-                raise Unavailable("the database connection was lost; try again") from exc
-            raise
-
-    return wrapper
 
 
 def parse_id(job_id: str | uuid.UUID) -> uuid.UUID:
@@ -78,14 +60,15 @@ def parse_id(job_id: str | uuid.UUID) -> uuid.UUID:
 
 
 class Queue:
-    """A queue on one database. Cheap to build; holds an engine and the job type registry."""
+    """A queue on one database. Cheap to build; the one composition root: it builds the core
+    (engine, settings, registry), the services it owns (``schedules``, ``retention``, ``metrics``,
+    ``rotation``) and wires the features into the drain."""
 
     def __init__(
         self, engine: sa.Engine, settings: Settings | None = None, registry: Registry | None = None
     ) -> None:
-        self.engine = engine
-        self.settings = settings or get_settings()
-        self.registry = (registry or default_registry).load(self.settings.handler_modules)
+        settings = settings or get_settings()
+        self.core = Core(engine, settings, (registry or default_registry).load(settings.handler_modules))
         self.drainer = Drainer(
             engine,
             self.registry,
@@ -93,28 +76,43 @@ class Queue:
             self.settings.jobs_batch_size,
             settings=self.settings,
         )
+        self.schedules = Schedules(self.core)
+        self.retention = Retention(self.core)
+        self.metrics = Metrics(self.core)
+        self.rotation = KeyRotation(self.core)
         # Drains enqueue due schedules, digest dead letters and gate rate-limited types.
-        from . import alerts, ratelimit, schedules
+        self.drainer.before_claim = DueHook(self.schedules)
+        self.drainer.on_failed = DeadLetterHook(self.core)
+        self.drainer.make_gate = gate_factory(engine, self.settings.rate_limits)
 
-        self.drainer.before_claim = schedules.DueHook(self)
-        self.drainer.on_failed = alerts.DeadLetterHook(self)
-        self.drainer.make_gate = ratelimit.gate_factory(engine, self.settings.rate_limits)
         # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
         self.kicker = kick.from_settings(self.settings)
 
-    @functools.cached_property
-    def single(self) -> sa.Engine:
-        """For one-statement writes (reads use ``reader``): autocommit on PostgreSQL, which saves the
-        BEGIN and COMMIT round trips (half of a single enqueue's). SQLite keeps its transactions:
-        its BEGIN IMMEDIATE is what serialises writers."""
-        if self.dialect == "postgresql":
-            return self.engine.execution_options(isolation_level="AUTOCOMMIT")
-        return self.engine
+    @property
+    def engine(self) -> sa.Engine:
+        return self.core.engine
 
-    @functools.cached_property
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        self.core.settings = settings
+
+    @property
+    def registry(self) -> Registry:
+        return self.core.registry
+
+    @property
+    def single(self) -> sa.Engine:
+        """For one-statement writes (reads use ``reader``); see Core.single."""
+        return self.core.single
+
+    @property
     def reader(self) -> sa.Engine:
         """For reads only (get, list, status, metrics): on SQLite they take no write lock."""
-        return reader(self.engine)
+        return self.core.reader
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> Queue:
@@ -127,12 +125,10 @@ class Queue:
 
     @property
     def dialect(self) -> str:
-        return self.engine.dialect.name
+        return self.core.dialect
 
     def migrate(self) -> None:
         """Apply the Alembic migrations (idempotent)."""
-        from .migrate import upgrade
-
         upgrade(self.engine)
 
     @contextmanager
@@ -149,40 +145,7 @@ class Queue:
 
     def prepare(self, spec: JobSpec, tenant: str | None = None, job_id: uuid.UUID | None = None) -> NewJob:
         """Validate a spec against its type; ``tenant`` is the acting tenant of a scoped key."""
-        if tenant is not None and spec.tenant_id not in (None, tenant):
-            raise Forbidden("a tenant key may only enqueue for its own tenant")
-        job_type = self.registry.get(spec.type)
-        payload = job_type.validate_payload(spec.payload, self.settings)
-        if job_type.sensitive:
-            from .crypto import seal
-
-            payload = seal(payload, job_type.sensitive, self.settings)
-        try:
-            payload_json = storable_json(payload)
-        except (TypeError, ValueError) as exc:
-            raise ValidationError("payload cannot be stored", [{"loc": "payload", "msg": str(exc)}]) from None
-        backoff = spec.backoff.policy() if spec.backoff else job_type.backoff
-        job_id = job_id or new_id()
-        job_id_text = str(job_id)
-        return NewJob(
-            id=job_id,
-            id_text=job_id_text,
-            type=spec.type,
-            payload=payload,
-            payload_json=payload_json,
-            priority=spec.priority,
-            max_attempts=spec.max_attempts or job_type.max_attempts,
-            timeout_seconds=spec.timeout_seconds or job_type.timeout_seconds,
-            backoff_strategy=backoff.strategy,
-            backoff_delay=backoff.delay_seconds,
-            backoff_max=backoff.max_delay_seconds,
-            run_at=spec.run_at,
-            delay_seconds=float(spec.delay_seconds or 0),
-            tenant_id=tenant or spec.tenant_id,
-            # A job that starts a chain correlates with itself: unique, and no second UUID to make.
-            correlation_id=spec.correlation_id or job_id_text,
-            idempotency_key=spec.idempotency_key,
-        )
+        return self.core.prepare(spec, tenant, job_id)
 
     @guarded
     def submit_many(

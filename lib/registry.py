@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 from .config import Settings, get_settings
+from .crypto import unseal
 from .errors import ConfigError, DuplicateJobType, UnknownJobType, ValidationError
-from .ratelimit import Rate, parse_key, parse_rate
+from .rates import Rate, parse_key, parse_rate
 from .retry import DEFAULT_BACKOFF, Backoff
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ class JobType:
     def run(self, payload: Any, ctx: JobContext | None, settings: Settings | None = None) -> Any:
         """Call the handler; ``settings`` (the drain's) hold the keys of sensitive fields."""
         if self.sensitive:
-            from .crypto import unseal
-
             payload = unseal(payload, self.sensitive, settings or get_settings())
         if self.payload_model is not None:
             payload = self.payload_model.model_validate(payload)

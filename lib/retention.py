@@ -16,22 +16,20 @@ import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from . import aws
+from .config import Settings
+from .core import Core
+from .db import guarded
 from .errors import Unavailable, ValidationError
 from .logs import log_event
 from .models import _Wire
-from .queue import guarded
 from .store import maintenance as store
 from .store import schedules as schedule_store
-
-if TYPE_CHECKING:
-    from .config import Settings
-    from .queue import Queue
 
 BATCH_SIZE = 1000
 DRAIN_HISTORY_SECONDS = 30 * 86_400
@@ -173,8 +171,8 @@ class Archive:
 # -- cleanup -------------------------------------------------------------------------------------
 
 
-def _ages(queue: Queue, completed: int | None, failed: int | None, cancelled: int | None) -> dict[str, int]:
-    settings = queue.settings
+def _ages(core: Core, completed: int | None, failed: int | None, cancelled: int | None) -> dict[str, int]:
+    settings = core.settings
     ages = {
         "completed": settings.jobs_cleanup_completed_seconds if completed is None else completed,
         "failed": settings.jobs_cleanup_failed_seconds if failed is None else failed,
@@ -199,101 +197,109 @@ def _per_type(per_type: Mapping[str, int] | None) -> dict[str, int]:
     return out
 
 
-@guarded
-def cleanup(
-    queue: Queue,
-    *,
-    completed_older_than: int | None = None,
-    failed_older_than: int | None = None,
-    cancelled_older_than: int | None = None,
-    dry_run: bool = False,
-    per_type: Mapping[str, int] | None = None,
-    budget_ms: int | None = None,
-    batch_size: int = BATCH_SIZE,
-) -> CleanupResult:
-    """Delete finished jobs past their age (defaults: JOBS_CLEANUP_*_SECONDS), ``per_type``
-    overriding the age of some types whatever their status. Stops when nothing eligible is left
-    or ``budget_ms`` (default JOBS_DRAIN_BUDGET_MS) is spent. ``dry_run`` only counts."""
-    started = time.monotonic()
-    ages = _ages(queue, completed_older_than, failed_older_than, cancelled_older_than)
-    types = _per_type(per_type)
-    budget = (budget_ms if budget_ms is not None else queue.settings.jobs_drain_budget_ms) / 1000
-    deleted = dict.fromkeys(STATUSES, 0)
-    archived = 0
-    if dry_run:
-        with queue.engine.connect() as conn:
-            deleted = {s: store.count_finished(conn, s, ages[s], types) for s in STATUSES}
-    else:
-        archive = Archive.from_settings(queue.settings)
-        for status in STATUSES:
-            while time.monotonic() - started < budget:
-                with queue.engine.begin() as conn:
-                    rows = store.delete_finished(
-                        conn, status, ages[status], types, batch_size, full_rows=archive is not None
+# -- cleanup and erase ---------------------------------------------------------------------------
+
+
+class Retention:
+    """The facade's ``retention``: cleanup of finished jobs and erasure of a tenant."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+    @guarded
+    def cleanup(
+        self,
+        *,
+        completed_older_than: int | None = None,
+        failed_older_than: int | None = None,
+        cancelled_older_than: int | None = None,
+        dry_run: bool = False,
+        per_type: Mapping[str, int] | None = None,
+        budget_ms: int | None = None,
+        batch_size: int = BATCH_SIZE,
+    ) -> CleanupResult:
+        """Delete finished jobs past their age (defaults: JOBS_CLEANUP_*_SECONDS), ``per_type``
+        overriding the age of some types whatever their status. Stops when nothing eligible is left
+        or ``budget_ms`` (default JOBS_DRAIN_BUDGET_MS) is spent. ``dry_run`` only counts."""
+        started = time.monotonic()
+        ages = _ages(self.core, completed_older_than, failed_older_than, cancelled_older_than)
+        types = _per_type(per_type)
+        budget = (budget_ms if budget_ms is not None else self.core.settings.jobs_drain_budget_ms) / 1000
+        deleted = dict.fromkeys(STATUSES, 0)
+        archived = 0
+        if dry_run:
+            with self.core.engine.connect() as conn:
+                deleted = {s: store.count_finished(conn, s, ages[s], types) for s in STATUSES}
+        else:
+            archive = Archive.from_settings(self.core.settings)
+            for status in STATUSES:
+                while time.monotonic() - started < budget:
+                    with self.core.engine.begin() as conn:
+                        rows = store.delete_finished(
+                            conn, status, ages[status], types, batch_size, full_rows=archive is not None
+                        )
+                        if rows and archive is not None:
+                            # Raises before the commit, the batch stays; a hanging S3 costs no more
+                            # than the budget left (the batch's rows are locked meanwhile).
+                            archive.put(rows, budget - (time.monotonic() - started))
+                            archived += len(rows)
+                    deleted[status] += len(rows)
+                    if len(rows) < batch_size:
+                        break
+            if time.monotonic() - started < budget:
+                with self.core.engine.begin() as conn:
+                    store.trim_drains(conn, DRAIN_HISTORY_SECONDS, 10 * batch_size)
+        result = CleanupResult(
+            deleted=deleted, archived=archived, duration_ms=round((time.monotonic() - started) * 1000)
+        )
+        log_event("jobs.cleanup", dryRun=dry_run, **result.model_dump(by_alias=True))
+        return result
+
+    @guarded
+    def erase_tenant(self, tenant: str, *, batch_size: int = BATCH_SIZE) -> EraseResult:
+        """Delete every job of ``tenant`` that is not processing, its schedules, and its rows in the
+        archive. Processing jobs are left to finish (counted in ``processing``); erase again later.
+
+        A cleanup archiving the tenant's rows at the same moment is waited for: the deletes wait on
+        its row locks (never skip them), and the archive is read only after they committed, when
+        the cleanup's object exists."""
+        if not isinstance(tenant, str) or not 1 <= len(tenant) <= 255 or "\x00" in tenant:
+            raise ValidationError("not a tenant id", [{"loc": "tenantId", "msg": "1..255 characters"}])
+        deleted = self._delete_tenant_jobs(tenant, batch_size)
+        with self.core.engine.begin() as conn:
+            schedules = schedule_store.delete_for_tenant(conn, tenant)
+            processing = store.count_tenant_processing(conn, tenant)
+        archive = Archive.from_settings(self.core.settings)
+        archived = 0
+        if archive is not None:
+            # Rewrites read, filter and write whole objects: two erases at once take turns.
+            with self.core.single.connect() as conn, store.archive_lock(conn):
+                archived = archive.erase_tenant(tenant)
+        result = EraseResult(deleted=deleted, schedules=schedules, processing=processing)
+        # The tenant id is an identifier, not personal data; its rows are gone, only counts remain.
+        log_event("tenant.erase", tenantId=tenant, archivedRows=archived, **result.model_dump())
+        return result
+
+    def _delete_tenant_jobs(self, tenant: str, batch_size: int) -> int:
+        """Delete until none of the tenant's erasable jobs is left (re-counted in the transaction
+        of the last batch: rows a concurrent cleanup rolled back come back). Unavailable, never a
+        partial answer, if they keep coming back (a tenant key still enqueueing)."""
+        deleted = short_rounds = 0
+        while True:
+            with self.core.engine.begin() as conn:
+                n = store.delete_tenant_jobs(conn, tenant, batch_size)
+                left = store.count_tenant_erasable(conn, tenant) if n < batch_size else None
+            deleted += n
+            if left == 0:
+                return deleted
+            if left is not None:
+                short_rounds += 1
+                if short_rounds > ERASE_ROUNDS:
+                    raise Unavailable(
+                        f"jobs of tenant {tenant!r} keep appearing while it is erased ({deleted} deleted "
+                        "so far); stop what enqueues them and erase again"
                     )
-                    if rows and archive is not None:
-                        # Raises before the commit, the batch stays; a hanging S3 costs no more
-                        # than the budget left (the batch's rows are locked meanwhile).
-                        archive.put(rows, budget - (time.monotonic() - started))
-                        archived += len(rows)
-                deleted[status] += len(rows)
-                if len(rows) < batch_size:
-                    break
-        if time.monotonic() - started < budget:
-            with queue.engine.begin() as conn:
-                store.trim_drains(conn, DRAIN_HISTORY_SECONDS, 10 * batch_size)
-    result = CleanupResult(
-        deleted=deleted, archived=archived, duration_ms=round((time.monotonic() - started) * 1000)
-    )
-    log_event("jobs.cleanup", dryRun=dry_run, **result.model_dump(by_alias=True))
-    return result
-
-
-# -- erase ---------------------------------------------------------------------------------------
-
-
-@guarded
-def erase_tenant(queue: Queue, tenant: str, *, batch_size: int = BATCH_SIZE) -> EraseResult:
-    """Delete every job of ``tenant`` that is not processing, its schedules, and its rows in the
-    archive. Processing jobs are left to finish (counted in ``processing``); erase again later.
-
-    A cleanup archiving the tenant's rows at the same moment is waited for: the deletes wait on
-    its row locks (never skip them), and the archive is read only after they committed, when
-    the cleanup's object exists."""
-    if not isinstance(tenant, str) or not 1 <= len(tenant) <= 255 or "\x00" in tenant:
-        raise ValidationError("not a tenant id", [{"loc": "tenantId", "msg": "1..255 characters"}])
-    deleted = _delete_tenant_jobs(queue, tenant, batch_size)
-    with queue.engine.begin() as conn:
-        schedules = schedule_store.delete_for_tenant(conn, tenant)
-        processing = store.count_tenant_processing(conn, tenant)
-    archive = Archive.from_settings(queue.settings)
-    archived = 0
-    if archive is not None:
-        # Rewrites read, filter and write whole objects: two erases at once take turns.
-        with queue.single.connect() as conn, store.archive_lock(conn):
-            archived = archive.erase_tenant(tenant)
-    result = EraseResult(deleted=deleted, schedules=schedules, processing=processing)
-    # The tenant id is an identifier, not personal data; its rows are gone, only counts remain.
-    log_event("tenant.erase", tenantId=tenant, archivedRows=archived, **result.model_dump())
-    return result
-
-
-def _delete_tenant_jobs(queue: Queue, tenant: str, batch_size: int) -> int:
-    """Delete until none of the tenant's erasable jobs is left (re-counted in the transaction
-    of the last batch: rows a concurrent cleanup rolled back come back). Unavailable, never a
-    partial answer, if they keep coming back (a tenant key still enqueueing)."""
-    deleted = short_rounds = 0
-    while True:
-        with queue.engine.begin() as conn:
-            n = store.delete_tenant_jobs(conn, tenant, batch_size)
-            left = store.count_tenant_erasable(conn, tenant) if n < batch_size else None
-        deleted += n
-        if left == 0:
-            return deleted
-        if left is not None:
-            short_rounds += 1
-            if short_rounds > ERASE_ROUNDS:
-                raise Unavailable(
-                    f"jobs of tenant {tenant!r} keep appearing while it is erased ({deleted} deleted "
-                    "so far); stop what enqueues them and erase again"
-                )

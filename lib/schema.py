@@ -39,7 +39,7 @@ class JSONDoc(sa.types.TypeDecorator[Any]):
 
     def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
         if dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import JSONB
+            from sqlalchemy.dialects.postgresql import JSONB  # lazy: the PostgreSQL dialect only
 
             return dialect.type_descriptor(JSONB())
         return dialect.type_descriptor(sa.JSON())

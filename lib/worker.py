@@ -72,7 +72,7 @@ class Waker:
                 conn.close()
 
     def _wait_notify(self, timeout: float) -> bool:
-        import psycopg  # only PostgreSQL workers get here (see _connect)
+        import psycopg  # lazy: only PostgreSQL workers get here (see _connect)
 
         try:
             return notify.wait(self.conn, timeout)
@@ -82,8 +82,7 @@ class Waker:
             return False
 
     def _connect(self) -> bool:
-        # Imported here: a SQLite-only worker never loads the PostgreSQL driver.
-        import psycopg
+        import psycopg  # lazy: a SQLite-only worker never loads the PostgreSQL driver
 
         cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
         cparams = {**cparams, "connect_timeout": CONNECT_TIMEOUT_SECONDS, "autocommit": True}

@@ -3,24 +3,23 @@ database this session creates (and drops). With CI=true a missing PostgreSQL fai
 
 from __future__ import annotations
 
-import os
 import shutil
-import threading
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from lib import Queue
 from lib.db import make_engine
-
-PG_ADMIN_URL = os.environ.get("SLUICE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-TEST_HANDLERS = "tests.jobtypes"
-TABLES = ("sluice_jobs", "sluice_drains", "sluice_schedules", "sluice_attempts", "sluice_idle_drains")
+from tests.support.db import (
+    IN_CI,
+    PG_ADMIN_URL,
+    TABLES,
+    create_pg_database,
+    drop_pg_database,
+    make_queue,
+)
 
 
 def _pg_reachable() -> str | None:
@@ -43,23 +42,6 @@ def pg_server() -> str:
             pytest.fail(f"PostgreSQL is required in CI and is unreachable: {problem}")
         pytest.skip(f"PostgreSQL unreachable: {problem}")
     return PG_ADMIN_URL
-
-
-def create_pg_database(admin_url: str, prefix: str = "sluice_test") -> str:
-    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    engine = make_engine(admin_url, "null").execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return admin_url.rsplit("/", 1)[0] + "/" + name
-
-
-def drop_pg_database(admin_url: str, url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    engine = make_engine(admin_url, "null").execution_options(isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -100,43 +82,11 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return url
 
 
-def make_queue(url: str, **overrides: object) -> Queue:
-    return Queue.from_url(url, jobs_handler_modules=TEST_HANDLERS, **overrides)
-
-
 @pytest.fixture
 def queue(db_url: str) -> Iterator[Queue]:
     q = make_queue(db_url)
     yield q
     q.engine.dispose()
-
-
-def drain_together(queues: list[Queue], timeout: float = 100, **drain_options: Any) -> None:
-    """Start one drain per queue at the same instant (a barrier), in threads; re-raise any error."""
-    barrier = threading.Barrier(len(queues))
-    errors: list[BaseException] = []
-
-    def drain(q: Queue) -> None:
-        try:
-            barrier.wait()
-            q.drain(**drain_options)
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=drain, args=(q,)) for q in queues]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout)
-    assert errors == []
-
-
-def count(queue: Queue, where: str = "1=1", **params: object) -> int:
-    """Rows of sluice_jobs matching a SQL condition, read straight from the database."""
-    with queue.engine.connect() as conn:
-        return int(
-            conn.execute(sa.text(f"SELECT count(*) FROM sluice_jobs WHERE {where}"), params).scalar_one()
-        )
 
 
 @pytest.fixture

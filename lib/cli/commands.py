@@ -14,29 +14,16 @@ from types import FrameType
 from typing import Any
 
 import pydantic
-import sqlalchemy as sa
 
-from .. import logs
-from ..config import Settings, get_settings
+from ..config import get_settings
 from ..errors import Unavailable, ValidationError, invalid
 from ..models import BulkRequest, DrainSummary, JobSpec, StopReason
 from ..queue import Queue
+from ..retention import CleanupRequest
 from ..worker import Waker
+from .common import configure_logs, migrate_database, safe_url
 from .output import EXIT_OK, EXIT_USAGE, Progress, emit, error, info
-
-
-def safe_url(url: str) -> str:
-    """DATABASE_URL without its password, for messages."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "<unparseable DATABASE_URL>"
-
-
-def configure_logs(args: argparse.Namespace, settings: Settings, *, long_running: bool = False) -> None:
-    """Workers and the dev server log every job; one-shot commands only warnings, unless -v."""
-    level = settings.jobs_log_level if (long_running or args.verbose) else "WARNING"
-    logs.configure(level)
+from .serve import run as run_server
 
 
 @contextmanager
@@ -59,29 +46,11 @@ def migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def migrate_database(settings: Settings) -> str | None:
-    """Apply the migrations; returns the revision the database is at.
-
-    The engine alone, not a Queue: migrating must not import the app's handler modules.
-    """
-    from ..db import engine_from_settings
-    from ..migrate import current, upgrade
-
-    engine = engine_from_settings(settings)
-    try:
-        upgrade(engine)
-        return current(engine)
-    finally:
-        engine.dispose()
-
-
 # -- serve -----------------------------------------------------------------------------------------
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .serve import run
-
-    return run(args)
+    return run_server(args)
 
 
 # -- drain -----------------------------------------------------------------------------------------
@@ -328,8 +297,6 @@ def bulk(args: argparse.Namespace) -> int:
 
 
 def cleanup(args: argparse.Namespace) -> int:
-    from .. import retention
-
     configure_logs(args, get_settings())
     body = {
         "completedOlderThanSeconds": args.completed_older_than,
@@ -338,12 +305,11 @@ def cleanup(args: argparse.Namespace) -> int:
         "dryRun": args.dry_run,
     }
     try:
-        request = retention.CleanupRequest.model_validate({k: v for k, v in body.items() if v is not None})
+        request = CleanupRequest.model_validate({k: v for k, v in body.items() if v is not None})
     except pydantic.ValidationError as exc:
         raise invalid(exc, "the cleanup options are not valid") from None
     with open_queue() as queue:
-        result = retention.cleanup(
-            queue,
+        result = queue.retention.cleanup(
             completed_older_than=request.completed_older_than_seconds,
             failed_older_than=request.failed_older_than_seconds,
             cancelled_older_than=request.cancelled_older_than_seconds,
@@ -354,8 +320,6 @@ def cleanup(args: argparse.Namespace) -> int:
 
 
 def schedules(args: argparse.Namespace) -> int:
-    from .. import schedules as module
-
     configure_logs(args, get_settings())
     if args.action != "list" and not args.name:
         error(f"`schedules {args.action}` needs a NAME")
@@ -365,13 +329,13 @@ def schedules(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     with open_queue() as queue:
         if args.action == "list":
-            emit({"schedules": [item.to_wire() for item in module.list_schedules(queue)]})
+            emit({"schedules": [item.to_wire() for item in queue.schedules.list_schedules()]})
         elif args.action == "get":
-            emit(module.get_schedule(queue, args.name).to_wire())
+            emit(queue.schedules.get_schedule(args.name).to_wire())
         elif args.action == "put":
-            emit(module.put_schedule(queue, args.name, read_json_object(args.body, "body")).to_wire())
+            emit(queue.schedules.put_schedule(args.name, read_json_object(args.body, "body")).to_wire())
         else:
-            module.delete_schedule(queue, args.name)
+            queue.schedules.delete_schedule(args.name)
             info(f"deleted schedule {args.name!r}")
     return EXIT_OK
 
@@ -379,11 +343,9 @@ def schedules(args: argparse.Namespace) -> int:
 def erase(args: argparse.Namespace) -> int:
     """Erase a tenant: its jobs (not processing ones), schedules and archived rows. Any id the
     database may hold is accepted here, older ones the API's alphabet refuses included."""
-    from .. import retention
-
     configure_logs(args, get_settings())
     with open_queue() as queue:
-        result = retention.erase_tenant(queue, args.tenant)
+        result = queue.retention.erase_tenant(args.tenant)
     emit(result.to_wire())
     if result.processing:
         info(f"{result.processing} job(s) were processing and were kept: erase again once they end")
@@ -396,12 +358,10 @@ def erase(args: argparse.Namespace) -> int:
 def rotate_keys(args: argparse.Namespace) -> int:
     """After putting a new key first in JOBS_ENCRYPTION_KEYS: re-encrypt what is stored with it,
     so the old key can then be dropped. Prints {"jobs": n, "schedules": n} (rows rewritten)."""
-    from .. import crypto
-
     configure_logs(args, get_settings())
     with open_queue() as queue:
         if not any(job_type.sensitive for job_type in queue.registry):
             info("no registered job type has sensitive fields: is JOBS_HANDLER_MODULES set?")
-        result = crypto.rotate_keys(queue, batch_size=args.batch_size)
+        result = queue.rotation.rotate_keys(batch_size=args.batch_size)
     emit(result.to_wire())
     return EXIT_OK

@@ -25,7 +25,8 @@ from types import FrameType
 from typing import Any
 
 from ..config import Settings, get_settings
-from .commands import configure_logs, migrate_database, safe_url
+from ..kick import target_from_settings
+from .common import configure_logs, migrate_database, safe_url
 from .output import EXIT_FAILED, EXIT_OK, error, info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if settings.database_url.startswith("sqlite"):
         database += f" (migrated to {migrate_database(settings)})"
 
-    from werkzeug.serving import make_server
+    from werkzeug.serving import make_server  # lazy: the dev server only
 
     # The port is known once bound (--port 0), and the app's kicks need it: bind first, load after.
     app: list[Any] = []
@@ -144,8 +145,6 @@ def kick_self(settings: Settings, own_base: str) -> Settings:
 
 
 def kick_line(settings: Settings) -> str:
-    from ..kick import target_from_settings
-
     target = target_from_settings(settings)
     if target is None:
         return "Kick on enqueue: off (JOBS_KICK)"
@@ -162,7 +161,7 @@ def load_app() -> Any:
 
 def quiet_handler() -> type[Any]:
     """Werkzeug's request handler, minus log lines for the emulator's own calls."""
-    from werkzeug.serving import WSGIRequestHandler
+    from werkzeug.serving import WSGIRequestHandler  # lazy: the dev server only
 
     class Handler(WSGIRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -185,7 +184,7 @@ def loopback_base(host: str, port: int) -> str:
 
 def read_crons(path: Path) -> tuple[list[Cron], str]:
     """The ``crons`` of vercel.json, or the default process cron when the file has none."""
-    from croniter import croniter
+    from croniter import croniter  # lazy: the dev server only
 
     crons: list[Cron] = []
     try:
@@ -266,7 +265,7 @@ class CronEmulator(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        from croniter import croniter
+        from croniter import croniter  # lazy: the dev server only
 
         now = datetime.now(UTC)
         due = {cron: croniter(cron.schedule, now).get_next(datetime) for cron in self.crons}

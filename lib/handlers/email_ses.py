@@ -111,7 +111,7 @@ def send(
 ) -> str:
     """Send one message with SES ``send_email``; returns its message id. Permanent refusals raise
     PermanentError, throttling RetryLater; anything else propagates (the job retries)."""
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError  # lazy: botocore is loaded with boto3, by SES sends only
 
     body: dict[str, Any] = {}
     if text is not None:

@@ -334,7 +334,7 @@ def _deadline_tls_socket() -> type[ssl.SSLSocket]:
 
 
 def tls_context() -> ssl.SSLContext:
-    import ssl
+    import ssl  # lazy: loaded by the first http job, not at cold start
 
     context = ssl.create_default_context()
     context.sslsocket_class = _deadline_tls_socket()
@@ -372,7 +372,7 @@ def open_socket(
 
 def exchange(target: Target, addresses: list[ssrf.Address], request: Request, deadline: float) -> Response:
     """Send one request over a pinned connection and read the start of the answer."""
-    import http.client
+    import http.client  # lazy: loaded by the first http job, not at cold start
 
     tls = tls_context() if target.scheme == "https" else None
     sock = open_socket(target, addresses, deadline, tls)
@@ -406,7 +406,7 @@ def send(
     target: Target, addresses: list[ssrf.Address], request: Request, started: float, deadline: float
 ) -> Response:
     """``exchange`` with network failures turned into retryable DeliveryFailed errors."""
-    import http.client
+    import http.client  # lazy: loaded by the first http job, not at cold start
 
     try:
         return exchange(target, addresses, request, deadline)

@@ -3,6 +3,7 @@ ports for subprocess servers, and a migrated SQLite file copied from the session
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -83,3 +84,25 @@ def wait_for_http(url: str, timeout: float = 20.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+# The admin key of the gunicorn servers the e2e tests start.
+KEY = "gunicorn-admin-key"
+
+
+def call(base: str, method: str, path: str, body: Any = None, key: str | None = KEY) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"content-type": "application/json"}
+    if key is not None:
+        headers["x-api-key"] = key
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw, status = response.read(), response.status
+    except urllib.error.HTTPError as exc:
+        with exc:
+            raw, status = exc.read(), exc.code
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode()

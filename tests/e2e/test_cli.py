@@ -10,9 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,39 +18,11 @@ import sqlalchemy as sa
 from lib.cli import main
 from lib.cli.output import Progress
 from lib.config import get_settings
-from tests.conftest import count, make_queue
+from tests.support.cli import run
+from tests.support.db import count, make_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 UNREACHABLE_PG = "postgresql://postgres@127.0.0.1:1/nothing"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """A migrated SQLite database in DATABASE_URL, the test job types, no keys; settings re-read."""
-    path = tmp_path / "cli.db"
-    path.write_bytes(sqlite_template.read_bytes())
-    url = f"sqlite:///{path}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    monkeypatch.setenv("JOBS_HANDLER_MODULES", "tests.jobtypes")
-    for name in (
-        "JOBS_API_KEYS",
-        "JOB_PROCESSOR_API_KEY",
-        "JOBS_TENANT_KEYS",
-        "CRON_SECRET",
-        "JOBS_BATCH_SIZE",
-    ):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    yield url
-    get_settings.cache_clear()
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
-    """main(argv) in this process → (exit code, stdout parsed as JSON or None, stderr)."""
-    get_settings.cache_clear()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, json.loads(out) if out.strip() else None, err
 
 
 def child_env(url: str) -> dict[str, str]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import count, make_queue
-from tests.e2e.test_cli import env, run  # noqa: F401
+from tests.support.cli import run
+from tests.support.db import count, make_queue
 
 
-def test_erase_a_tenant_from_the_command_line(env: str, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_erase_a_tenant_from_the_command_line(env: str, capsys: pytest.CaptureFixture[str]) -> None:
     queue = make_queue(env)
     try:
         for tenant in ("acme", "acme", "other"):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import create_pg_database, drop_pg_database, make_queue
+from tests.support.db import create_pg_database, drop_pg_database, make_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 

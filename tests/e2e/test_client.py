@@ -24,7 +24,6 @@ from lib.errors import (
     ValidationError,
 )
 from lib.models import JobSpec
-from tests.conftest import count, make_queue
 from tests.e2e.appserver import (
     ADMIN_KEY,
     TENANT_KEY,
@@ -33,6 +32,7 @@ from tests.e2e.appserver import (
     settings_for,
     sqlite_copy,
 )
+from tests.support.db import count, make_queue
 
 
 @pytest.fixture

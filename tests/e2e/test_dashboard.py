@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from lib import Queue
-from tests.conftest import IN_CI, make_queue
 from tests.e2e.appserver import ADMIN_KEY, TENANT_KEY, serve_app, settings_for, sqlite_copy
+from tests.support.db import IN_CI, make_queue
 
 pytestmark = pytest.mark.browser
 

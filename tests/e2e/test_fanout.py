@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from lib import JobSpec
 from lib.fanout import FANOUT_HEADER
-from tests.conftest import make_queue
 from tests.e2e.appserver import ADMIN_KEY, serve_app, settings_for
+from tests.support.db import make_queue
 
 
 def post(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:

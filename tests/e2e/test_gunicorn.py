@@ -3,13 +3,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,29 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from lib.db import make_engine
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.e2e.appserver import free_port, wait_for_http
+from tests.e2e.appserver import KEY, call, free_port, wait_for_http
+from tests.support.db import create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
-KEY = "gunicorn-admin-key"
-
-
-def call(base: str, method: str, path: str, body: Any = None, key: str | None = KEY) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"content-type": "application/json"}
-    if key is not None:
-        headers["x-api-key"] = key
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            raw, status = response.read(), response.status
-    except urllib.error.HTTPError as exc:
-        with exc:
-            raw, status = exc.read(), exc.code
-    try:
-        return status, json.loads(raw)
-    except ValueError:
-        return status, raw.decode()
 
 
 @pytest.fixture

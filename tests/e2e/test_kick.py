@@ -18,9 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from lib.db import make_engine
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.e2e.appserver import free_port, wait_for_http
-from tests.e2e.test_gunicorn import KEY, call
+from tests.e2e.appserver import KEY, call, free_port, wait_for_http
+from tests.support.db import create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from packaging.requirements import Requirement
 
-from tests.conftest import IN_CI
+from tests.support.db import IN_CI
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

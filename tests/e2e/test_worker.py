@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from lib import Queue
 from lib.models import JobSpec
-from tests.conftest import count, make_queue
+from tests.support.db import count, make_queue
 
 ROOT = Path(__file__).resolve().parents[2]
 # Long enough that a job run within a few seconds was woken, not polled.

@@ -1,9 +1,9 @@
-"""Fixtures for the HTTP API's integration tests: the Flask app on the test database."""
+"""Fixtures for the integration tests: the Flask app on the test database, a webhook receiver, a
+queue archiving to (moto) S3."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -11,19 +11,11 @@ from flask.testing import FlaskClient
 
 from api._state import app_state
 from api.index import create_app
-from lib.config import Settings
-
-
-def api_settings(db_url: str, **overrides: Any) -> Settings:
-    """Two admin keys (rotation), two tenants, a cron secret and the test job types."""
-    values: dict[str, Any] = {
-        "database_url": db_url,
-        "jobs_api_keys": "k1,k2",
-        "jobs_tenant_keys": "acme:ta,globex:tg",
-        "cron_secret": "cs",
-        "jobs_handler_modules": "tests.jobtypes",
-    }
-    return Settings(**{**values, **overrides})
+from lib import Queue
+from tests.support.api import api_settings
+from tests.support.archive import BUCKET
+from tests.support.db import make_queue
+from tests.support.webhook import Webhook, serve_webhook
 
 
 @pytest.fixture
@@ -36,3 +28,15 @@ def app(db_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    yield from serve_webhook()
+
+
+@pytest.fixture
+def archived_queue(db_url: str, aws_mock: None) -> Iterator[Queue]:
+    q = make_queue(db_url, jobs_archive_s3_bucket=BUCKET)
+    yield q
+    q.engine.dispose()

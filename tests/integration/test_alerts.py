@@ -2,52 +2,20 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from lib import JobSpec, Queue, aws
+from lib import Queue, aws
 from lib.alerts import ALERT_TYPE
 from lib.config import get_settings
-from tests.conftest import count, make_queue
+from tests.support.alerts import alert_payloads, fail_jobs, set_env
+from tests.support.db import count, make_queue
+from tests.support.webhook import Webhook
 
 SENDER = "alerts@example.com"
-
-
-class Webhook:
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.status = 200
-        self.url = ""
-
-
-@pytest.fixture
-def webhook() -> Iterator[Webhook]:
-    hook = Webhook()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            hook.bodies.append({"json": json.loads(body), "type": self.headers["Content-Type"]})
-            self.send_response(hook.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    hook.url = f"http://127.0.0.1:{server.server_port}/slack/hook"
-    yield hook
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
@@ -58,28 +26,12 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     get_settings.cache_clear()
 
 
-def set_env(env: pytest.MonkeyPatch, **values: str) -> None:
-    for name, value in values.items():
-        env.setenv(name.upper(), value)
-    get_settings.cache_clear()
-
-
 @pytest.fixture
 def alerting(db_url: str, env: pytest.MonkeyPatch, webhook: Webhook) -> Iterator[Queue]:
     set_env(env, jobs_alert_webhook_url=webhook.url, jobs_alert_digest_seconds="0")
     q = make_queue(db_url)
     yield q
     q.engine.dispose()
-
-
-def fail_jobs(queue: Queue, n: int, type: str = "test.fail") -> None:
-    queue.enqueue_many([JobSpec(type=type, max_attempts=1) for _ in range(n)])
-
-
-def alert_payloads(queue: Queue) -> list[dict[str, Any]]:
-    with queue.engine.connect() as conn:
-        ids = conn.execute(sa.text(f"SELECT id FROM sluice_jobs WHERE type = '{ALERT_TYPE}'")).scalars().all()
-    return [queue.get(str(i)).payload for i in ids]
 
 
 def test_a_thousand_failures_make_one_digest(db_url: str, env: pytest.MonkeyPatch, webhook: Webhook) -> None:

@@ -12,9 +12,8 @@ from flask.testing import FlaskClient
 from api._state import app_state
 from api.index import create_app
 from lib import Queue
-from tests.conftest import count
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, enqueue, error_of
+from tests.support.api import ADMIN, api_settings, enqueue, error_of
+from tests.support.db import count
 
 ACME = {"x-api-key": "ta"}
 GLOBEX = {"Authorization": "Bearer tg"}

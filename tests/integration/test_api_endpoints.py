@@ -14,37 +14,12 @@ from flask.testing import FlaskClient
 from api._state import app_state
 from api.index import create_app
 from lib import Queue
-from tests.conftest import count
-from tests.integration.conftest import api_settings
+from tests.support.api import ADMIN, JOB_KEYS, api_settings, enqueue, error_of
+from tests.support.db import count
 
-ADMIN = {"x-api-key": "k1"}
-JOB_KEYS = [
-    "id", "type", "payload", "status", "priority", "attempts", "maxAttempts", "timeoutSeconds",
-    "runAt", "createdAt", "startedAt", "finishedAt", "lastError", "result", "progress",
-    "tenantId", "correlationId", "idempotencyKey", "step",
-]  # fmt: skip
 SUMMARY_KEYS = ["processed", "succeeded", "retried", "failed", "durationMs", "remaining", "stoppedBy"]
 STATUS_KEYS = ["counts", "ready", "scheduled", "oldestReadyAgeSeconds", "byType", "lastDrain", "pending"]
 UTC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-
-
-
-
-def enqueue(client: FlaskClient, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
-    response = client.post("/api/jobs", json=body, headers=headers or ADMIN)
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()
-
-
-def error_of(response: Any, status: int, code: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    body = response.get_json()
-    assert list(body) == ["error"]
-    assert body["error"]["code"] == code
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    assert set(body["error"]) <= {"code", "message", "details"}
-    error: dict[str, Any] = body["error"]
-    return error
 
 
 # -- enqueue ---------------------------------------------------------------------------------------

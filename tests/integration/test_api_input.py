@@ -12,8 +12,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from lib import Queue
-from tests.conftest import count
-from tests.integration.test_api_endpoints import ADMIN, error_of
+from tests.support.api import ADMIN, error_of
+from tests.support.db import count
 
 
 def nested(levels: int) -> dict[str, Any]:

@@ -13,8 +13,8 @@ from api._state import app_state
 from api.index import create_app
 from lib.schema import jobs
 from lib.store.clock import now_plus
-from tests.conftest import count
-from tests.integration.conftest import api_settings
+from tests.support.api import api_settings
+from tests.support.db import count
 
 ADMIN = {"x-api-key": "k1"}
 TENANT = {"x-api-key": "ta"}

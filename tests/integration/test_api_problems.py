@@ -17,9 +17,8 @@ from api._state import app_state
 from api.index import create_app
 from lib import Queue
 from lib.config import get_settings
-from tests.conftest import create_pg_database, drop_pg_database
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, error_of
+from tests.support.api import ADMIN, api_settings, error_of
+from tests.support.db import create_pg_database, drop_pg_database
 
 PROTECTED = (
     ("GET", "/api/jobs/status"),

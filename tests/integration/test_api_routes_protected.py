@@ -20,9 +20,8 @@ from werkzeug.routing import Rule
 from api._state import app_state
 from api.index import create_app
 from lib import Queue
-from tests.conftest import count
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, enqueue, error_of
+from tests.support.api import ADMIN, api_settings, enqueue, error_of
+from tests.support.db import count
 
 # Rules anyone may call: what they serve holds no data and no secret.
 PUBLIC = {"/api/health", "/api/openapi.json", "/", "/dashboard", "/dashboard/<name>"}

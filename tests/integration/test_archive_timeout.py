@@ -15,9 +15,9 @@ import sqlalchemy as sa
 from api._state import app_state
 from api.index import create_app
 from lib import aws
-from tests.conftest import count
-from tests.integration.conftest import api_settings
-from tests.integration.test_retention import DAY, make_job
+from tests.support.api import api_settings
+from tests.support.archive import DAY, make_job
+from tests.support.db import count
 
 BUDGET_MS = 1500
 ADMIN = {"x-api-key": "k1"}

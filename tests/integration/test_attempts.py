@@ -7,9 +7,8 @@ import sqlalchemy as sa
 from flask.testing import FlaskClient
 
 from lib import JobSpec, Queue
-from lib.retention import cleanup, erase_tenant
-from tests.conftest import drain_together, make_queue
-from tests.integration.test_api_endpoints import ADMIN, error_of
+from tests.support.api import ADMIN, error_of
+from tests.support.db import drain_together, make_queue
 
 TENANT = {"x-api-key": "ta"}
 GLOBEX = {"x-api-key": "tg"}
@@ -64,9 +63,10 @@ def test_completed_deferred_and_permanent_attempts_are_named(client: FlaskClient
     assert outcomes(permanent.id) == [("failed", "PermanentError: bad input, don't retry")]
     trace = client.get(f"/api/jobs/{permanent.id}/attempts", headers=ADMIN).get_json()["attempts"][0]
     assert "in permanent" in trace["traceback"]
-    assert client.get(f"/api/jobs/{done.id}/attempts", headers=ADMIN).get_json()["attempts"][0][
-        "traceback"
-    ] is None
+    assert (
+        client.get(f"/api/jobs/{done.id}/attempts", headers=ADMIN).get_json()["attempts"][0]["traceback"]
+        is None
+    )
 
 
 def test_an_expired_lease_is_an_attempt_of_its_own(client: FlaskClient, queue: Queue) -> None:
@@ -106,10 +106,12 @@ def test_attempts_go_with_their_job_on_cleanup_and_erase(queue: Queue) -> None:
     queue.drain()
     queue.cancel(gone.id)
     assert attempt_rows(queue) == 3
-    result = cleanup(queue, completed_older_than=3600, failed_older_than=3600, cancelled_older_than=0)
+    result = queue.retention.cleanup(
+        completed_older_than=3600, failed_older_than=3600, cancelled_older_than=0
+    )
     assert result.deleted["cancelled"] == 1
     assert attempt_rows(queue, f"job_id = '{_stored(queue, gone.id)}'") == 0
-    erase_tenant(queue, "acme")
+    queue.retention.erase_tenant("acme")
     assert attempt_rows(queue, f"job_id = '{_stored(queue, erased.id)}'") == 0
     assert attempt_rows(queue) == 1
     assert attempt_rows(queue, f"job_id = '{_stored(queue, kept.id)}'") == 1

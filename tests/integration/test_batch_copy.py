@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from lib import Queue
 from lib.models import JobSpec
 from lib.store.jobs import COPY_MIN_ROWS
-from tests.conftest import count
+from tests.support.db import count
 
 TRICKY = ["back\\slash", "tab\there", "new\nline", "cr\rhere", "quote\"s", "émoji 🚀", "\\N", "a\\tb", ""]
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from api._state import app_state
 from lib.store import jobs as job_store
-from tests.conftest import count
+from tests.support.db import count
 
 TENANT = {"x-api-key": "ta"}  # acme
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from lib import Queue
-from tests.conftest import count
-from tests.integration.test_api_endpoints import ADMIN, error_of
+from tests.support.api import ADMIN, error_of
+from tests.support.db import count
 
 TENANT = {"x-api-key": "ta"}
 

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from lib import Enqueued, JobSpec, Queue
 from lib.store import claim
 from tests import workers
-from tests.conftest import count, make_queue
+from tests.support.db import count, make_queue
 
 
 def enqueue_records(queue: Queue, path: Path, n: int) -> set[str]:

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from lib import JobSpec, Queue
-from lib.schema import jobs
-from lib.store.clock import now
 from tests import workers
-from tests.conftest import count, make_queue
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 30, what: str = "condition") -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from tests.support.db import count, db_now, expired_leases, make_queue
+from tests.support.polling import wait_for
 
 
 def started_by(path: Path) -> dict[str, int]:
@@ -31,12 +19,6 @@ def started_by(path: Path) -> dict[str, int]:
         return {}
     lines = [line.split() for line in path.read_text().splitlines()]
     return {job_id: int(pid) for job_id, attempt, pid in lines if attempt == "1"}
-
-
-def db_now(queue: Queue) -> datetime:
-    with queue.engine.connect() as conn:
-        value: datetime = conn.execute(sa.select(now(queue.dialect))).scalar_one()
-    return value
 
 
 def test_sigkilled_worker_job_is_retried_or_dead_lettered(db_url: str, tmp_path: Path) -> None:
@@ -88,12 +70,6 @@ def test_sigkilled_worker_job_is_retried_or_dead_lettered(db_url: str, tmp_path:
     )
     assert count(queue, "claim_token IS NOT NULL OR lease_expires_at IS NOT NULL") == 0
     queue.engine.dispose()
-
-
-def expired_leases(queue: Queue) -> int:
-    expired = [jobs.c.status == "processing", jobs.c.lease_expires_at < now(queue.dialect)]
-    with queue.engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).where(*expired)).scalar_one())
 
 
 def test_poison_job_does_not_stop_the_batch(queue: Queue) -> None:

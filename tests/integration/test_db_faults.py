@@ -8,8 +8,7 @@ The tests run on a PostgreSQL database of their own: ending backends must not di
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -22,11 +21,11 @@ from api._state import app_state
 from api.index import create_app
 from lib import JobSpec, Queue
 from lib.db import normalize_url
-from tests.conftest import TABLES, count, create_pg_database, drop_pg_database, make_queue
 from tests.e2e.appserver import free_port
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, enqueue, error_of
 from tests.jobtypes import terminate_backends
+from tests.support.api import ADMIN, api_settings, enqueue, error_of
+from tests.support.db import TABLES, count, create_pg_database, drop_pg_database, make_queue
+from tests.support.polling import wait_for
 
 # Every job is in one of these states: no job may be left `processing` without a lease.
 ACCOUNTED = (
@@ -98,13 +97,6 @@ def assert_unavailable(response: Any, path: str) -> None:
         assert (response.status_code, response.get_json()) == (503, {"status": "unavailable"})
     else:
         error_of(response, 503, "unavailable")
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 # -- the drain's connection dies mid-batch -----------------------------------------------------------

@@ -16,8 +16,8 @@ from lib import JobSpec, Queue
 from lib.config import Settings
 from lib.deployment import BYPASS_HEADER, OwnDeployment, own_deployment
 from lib.fanout import FanOut
-from tests.conftest import count
-from tests.integration.conftest import api_settings
+from tests.support.api import api_settings
+from tests.support.db import count
 
 ADMIN = {"x-api-key": "k1"}
 CRON = {"Authorization": "Bearer cs", "User-Agent": "vercel-cron/1.0"}

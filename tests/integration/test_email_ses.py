@@ -13,7 +13,7 @@ from lib import Queue, ValidationError, aws
 from lib.config import get_settings
 from lib.handlers import email_ses
 from lib.schema import jobs
-from tests.conftest import count, make_queue
+from tests.support.db import count, make_queue
 
 SENDER = "Shop <no-reply@example.com>"
 

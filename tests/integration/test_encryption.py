@@ -26,12 +26,10 @@ from lib import Queue, Registry
 from lib.cli import main
 from lib.config import Settings, get_settings
 from lib.errors import ConfigError
-from lib.schedules import enqueue_due, put_schedule
 from lib.schema import jobs, schedules
-from tests.conftest import count, make_queue
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, error_of
 from tests.jobtypes import SENSITIVE_SEEN, Card
+from tests.support.api import ADMIN, api_settings, error_of
+from tests.support.db import count, make_queue
 
 CARD = "4111-1111-1111-1111"
 TOKEN = "tok_live_5ecret"
@@ -115,7 +113,9 @@ def test_rotation_new_key_first_then_rotate_then_drop_the_old_key(
 ) -> None:
     old = make_queue(db_url, jobs_encryption_keys=KEY_A)
     old_ids = [old.enqueue("test.sensitive", {"card": CARD, "token": TOKEN}).id for _ in range(3)]
-    put_schedule(old, "charge", {"cron": "* * * * *", "type": "test.sensitive", "payload": {"card": CARD}})
+    old.schedules.put_schedule(
+        "charge", {"cron": "* * * * *", "type": "test.sensitive", "payload": {"card": CARD}}
+    )
     assert CARD not in "".join(raw_payloads(old, schedules))
     old.engine.dispose()
 
@@ -144,7 +144,7 @@ def test_rotation_new_key_first_then_rotate_then_drop_the_old_key(
     # 3. Without the old key, every job and the schedule's next job still open.
     new = make_queue(db_url, jobs_encryption_keys=KEY_B)
     with new.engine.begin() as conn:
-        [slot] = enqueue_due(new, conn, now=datetime.now(UTC) + timedelta(minutes=2))
+        [slot] = new.schedules.enqueue_due(conn, now=datetime.now(UTC) + timedelta(minutes=2))
         # Due now rather than at its slot a minute ahead.
         conn.execute(sa.update(jobs).where(jobs.c.type == "test.sensitive").values(run_at=datetime.now(UTC)))
     assert opens_with(KEY_B, slot.job.payload["card"]["$enc"])
@@ -169,9 +169,7 @@ def test_a_key_that_no_longer_matches_fails_the_attempt_without_revealing_anythi
         "ConfigError: payload field 'card' cannot be decrypted: no key in JOBS_ENCRYPTION_KEYS matches"
     )
     with pytest.raises(ConfigError, match="cannot be decrypted"):
-        from lib.crypto import rotate_keys
-
-        rotate_keys(other)
+        other.rotation.rotate_keys()
     other.engine.dispose()
 
 

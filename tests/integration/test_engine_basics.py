@@ -6,7 +6,7 @@ import pytest
 import sqlalchemy as sa
 
 from lib import JobSpec, Queue, UnknownJobType, ValidationError
-from tests.conftest import count
+from tests.support.db import count
 
 
 def test_enqueue_then_drain_completes_with_result(queue: Queue) -> None:

@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from lib import Queue, aws, retention
-from lib.retention import Archive, CleanupResult, EraseResult, cleanup, erase_tenant
-from tests.conftest import count
-from tests.integration.test_retention import BUCKET, DAY, archived_queue, archived_rows, make_job  # noqa: F401
+from lib.retention import Archive, CleanupResult, EraseResult
+from tests.support.archive import BUCKET, DAY, archived_rows, make_job
+from tests.support.db import count
 
 WAIT_SECONDS = 10.0
 
@@ -33,7 +33,7 @@ def erase_is_waiting(queue: Queue) -> bool:
 
 
 def test_erase_during_a_cleanup_archiving_the_tenant(
-    archived_queue: Queue,  # noqa: F811
+    archived_queue: Queue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     q = archived_queue
@@ -67,10 +67,10 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
         except BaseException as exc:  # reported below
             results[name] = exc
 
-    cleaner = threading.Thread(target=run, args=("cleanup", lambda: cleanup(q)))
+    cleaner = threading.Thread(target=run, args=("cleanup", q.retention.cleanup))
     cleaner.start()
     assert uploading.wait(WAIT_SECONDS)
-    eraser = threading.Thread(target=run, args=("erase", lambda: erase_tenant(q, "acme")))
+    eraser = threading.Thread(target=run, args=("erase", lambda: q.retention.erase_tenant("acme")))
     eraser.start()
     erase_started.set()
     cleaner.join(60)
@@ -90,7 +90,7 @@ def test_erase_during_a_cleanup_archiving_the_tenant(
 
 
 def test_two_erases_rewriting_one_archive_object_take_turns(
-    archived_queue: Queue,  # noqa: F811
+    archived_queue: Queue,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Each erase reads an object, filters its tenant out and writes the rest back: run at once
@@ -102,7 +102,7 @@ def test_two_erases_rewriting_one_archive_object_take_turns(
     other = make_job(q, "completed", 2 * DAY, tenant="other")
     for tenant in ("a", "b"):
         make_job(q, "completed", 2 * DAY, tenant=tenant)
-    assert cleanup(q).archived == 3
+    assert q.retention.cleanup().archived == 3
     assert len(archived_rows()[0]) == 1  # one object holds all three
     both_read = threading.Barrier(2, timeout=1.0)
     real_encode = retention.encode_rows
@@ -117,7 +117,8 @@ def test_two_erases_rewriting_one_archive_object_take_turns(
     monkeypatch.setattr(retention, "encode_rows", slow_encode)
     results: list[Any] = []
     threads = [
-        threading.Thread(target=lambda t=tenant: results.append(erase_tenant(q, t))) for tenant in ("a", "b")
+        threading.Thread(target=lambda t=tenant: results.append(q.retention.erase_tenant(t)))
+        for tenant in ("a", "b")
     ]
     for thread in threads:
         thread.start()

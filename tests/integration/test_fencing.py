@@ -6,7 +6,6 @@ Step by step with the store functions a drain uses, then once through two real d
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from typing import Any
 
@@ -17,8 +16,9 @@ from lib.schema import jobs
 from lib.store import claim
 from lib.store.claim import Outcome
 from lib.store.clock import now_plus
-from tests.conftest import count
 from tests.jobtypes import GATES
+from tests.support.db import count
+from tests.support.polling import wait_for
 
 
 def row(queue: Queue, job_id: uuid.UUID | str) -> dict[str, Any]:
@@ -140,7 +140,7 @@ def test_drain_whose_lease_was_taken_over_records_nothing(queue: Queue) -> None:
     drain_a = threading.Thread(target=lambda: summaries.setdefault("a", queue.drain(max_jobs=1)))
     drain_a.start()
     try:
-        _wait_for(lambda: count(queue, "status = 'processing'") == 1)
+        wait_for(lambda: count(queue, "status = 'processing'") == 1)
         expire_leases(queue)
         summary_b = queue.drain(max_jobs=1)
     finally:
@@ -152,10 +152,3 @@ def test_drain_whose_lease_was_taken_over_records_nothing(queue: Queue) -> None:
     done = queue.get(job.id)
     assert (done.status, done.attempts, done.result) == ("completed", 2, {"attempt": 2})
     assert count(queue, "claim_token IS NULL AND lease_expires_at IS NULL") == 1
-
-
-def _wait_for(condition: Any, seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.01)

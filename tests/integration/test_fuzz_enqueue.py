@@ -25,8 +25,7 @@ from api._http import STATUS_BY_CODE
 from api._state import app_state
 from api.index import create_app
 from lib.schema import jobs
-from tests.integration.conftest import api_settings
-from tests.integration.test_api_endpoints import ADMIN, JOB_KEYS
+from tests.support.api import ADMIN, JOB_KEYS, api_settings
 
 # Deterministic and database-less: the same examples on every run, no .hypothesis directory.
 FUZZ = settings(

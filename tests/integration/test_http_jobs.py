@@ -11,8 +11,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,102 +20,11 @@ from lib import Job, Queue, ValidationError, ssrf
 from lib.config import get_settings
 from lib.drain import abandoned_threads
 from lib.handlers.http import USER_AGENT, verify_signature
-from tests.conftest import count
+from tests.support.db import count
+from tests.support.webhook import Answer, Hook, serve
 
 SECRET = "whsec_integration"
 NO_DELAY = {"strategy": "fixed", "delaySeconds": 0}
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    hang: float = 0.0  # seconds to wait before answering
-
-
-@dataclass(frozen=True)
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-class Hook:
-    """What the server answers (per path, in order; the last answer repeats) and what it saw."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[Answer]] = {}
-        self.seen: list[Seen] = []
-        self.sni: list[str | None] = []
-        self.lock = threading.Lock()
-        self.release = threading.Event()
-        self.port = 0
-        self.scheme = "http"
-
-    def on(self, path: str, *answers: Answer) -> None:
-        self.script[path] = list(answers)
-
-    def next_answer(self, path: str) -> Answer:
-        with self.lock:
-            answers = self.script.get(path.split("?", 1)[0], [Answer(404, b"no such hook")])
-            return answers.pop(0) if len(answers) > 1 else answers[0]
-
-    def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"{self.scheme}://{host}:{self.port}{path}"
-
-
-class HookHandler(BaseHTTPRequestHandler):
-    server: HookServer
-    protocol_version = "HTTP/1.1"
-
-    def handle_any(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        hook = self.server.hook
-        with hook.lock:
-            hook.seen.append(Seen(self.command, self.path, dict(self.headers.items()), body))
-        answer = hook.next_answer(self.path)
-        if answer.hang:
-            hook.release.wait(answer.hang)
-        try:
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(answer.body)))
-            self.end_headers()
-            self.wfile.write(answer.body)
-        except OSError:
-            pass  # the client gave up (timeout test)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class HookServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, hook: Hook) -> None:
-        super().__init__(("127.0.0.1", 0), HookHandler)
-        self.hook = hook
-
-
-def serve(hook: Hook, tls: ssl.SSLContext | None = None) -> Iterator[Hook]:
-    server = HookServer(hook)
-    if tls is not None:
-        server.socket = tls.wrap_socket(server.socket, server_side=True)
-        hook.scheme = "https"
-    hook.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield hook
-    hook.release.set()
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from api._state import app_state
-from tests.conftest import count
+from tests.support.db import count
 
 ADMIN = {"x-api-key": "k1"}
 

@@ -17,9 +17,10 @@ from api.index import create_app
 from lib import Queue
 from lib.alerts import ALERT_TYPE, KEY_PREFIX, PRIORITY
 from lib.config import get_settings
-from tests.conftest import count, make_queue
-from tests.integration.conftest import api_settings
-from tests.integration.test_alerts import Webhook, alert_payloads, fail_jobs, set_env, webhook  # noqa: F401
+from tests.support.alerts import alert_payloads, fail_jobs, set_env
+from tests.support.api import api_settings
+from tests.support.db import count, make_queue
+from tests.support.webhook import Webhook
 
 ADMIN = {"x-api-key": "k1"}
 TENANT = {"x-api-key": "ta"}
@@ -38,7 +39,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
 
 
 @pytest.fixture
-def api(db_url: str, env: pytest.MonkeyPatch, webhook: Webhook) -> Iterator[FlaskClient]:  # noqa: F811
+def api(db_url: str, env: pytest.MonkeyPatch, webhook: Webhook) -> Iterator[FlaskClient]:
     set_env(env, jobs_alert_webhook_url=webhook.url, jobs_alert_digest_seconds="0")
     app = create_app(api_settings(db_url, jobs_alert_webhook_url=webhook.url, jobs_alert_digest_seconds=0))
     yield app.test_client()
@@ -75,7 +76,7 @@ def _forge(queue: Queue, **options: Any) -> str:
 def test_the_digest_never_folds_failures_into_a_look_alike(
     db_url: str,
     env: pytest.MonkeyPatch,
-    webhook: Webhook,  # noqa: F811
+    webhook: Webhook,
 ) -> None:
     set_env(env, jobs_alert_webhook_url=webhook.url, jobs_alert_digest_seconds="0")
     queue = make_queue(db_url)
@@ -108,7 +109,7 @@ def test_the_digest_never_folds_failures_into_a_look_alike(
 def test_a_digest_with_a_tenant_is_never_delivered(
     db_url: str,
     env: pytest.MonkeyPatch,
-    webhook: Webhook,  # noqa: F811
+    webhook: Webhook,
 ) -> None:
     set_env(env, jobs_alert_webhook_url=webhook.url, jobs_alert_digest_seconds="0")
     queue = make_queue(db_url)

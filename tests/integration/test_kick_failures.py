@@ -12,8 +12,8 @@ from api._state import app_state
 from api.index import create_app
 from lib import Queue
 from lib.kick import Kicker
-from tests.conftest import make_queue
 from tests.e2e.appserver import ADMIN_KEY, free_port, serve_app, settings_for
+from tests.support.db import make_queue
 
 
 def wait_answered(kicker: Kicker, timeout: float = 20) -> None:

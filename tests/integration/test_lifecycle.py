@@ -22,16 +22,14 @@ import sqlalchemy as sa
 
 from lib import JobSpec, Queue
 from lib.drain import FLUSH_SECONDS, Leases, abandoned_threads
-from lib.metrics import snapshot
-from lib.schedules import list_schedules
 from lib.schema import jobs
 from lib.store import claim
 from lib.store.claim import Outcome, Recorded
 from lib.store.clock import now_plus
 from tests import workers
-from tests.conftest import count, make_queue
-from tests.integration.test_crashes import db_now, expired_leases, wait_for
 from tests.jobtypes import GATES
+from tests.support.db import count, db_now, expired_leases, make_queue
+from tests.support.polling import wait_for
 
 NO_RETRY_SOON = {"strategy": "fixed", "delaySeconds": 600}
 
@@ -371,8 +369,8 @@ def test_sqlite_reads_do_not_wait_for_a_writer(tmp_path: Path, sqlite_template: 
         assert [j.id for j in queue.list().jobs] == [job.id]
         assert queue.status().counts["pending"] == 1
         assert queue.backlog() == 1
-        assert snapshot(queue).status.ready == 1
-        assert list_schedules(queue) == []
+        assert queue.metrics.snapshot().status.ready == 1
+        assert queue.schedules.list_schedules() == []
         assert time.monotonic() - started < 5
     finally:
         writer.execute("ROLLBACK")

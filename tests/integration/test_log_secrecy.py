@@ -23,9 +23,9 @@ from api.index import create_app
 from lib.config import Settings
 from lib.logs import configure
 from lib.schema import jobs
-from tests.conftest import count
-from tests.integration.conftest import api_settings
-from tests.integration.test_http_jobs import Answer, Hook, serve
+from tests.support.api import api_settings
+from tests.support.db import count
+from tests.support.webhook import Answer, Hook, serve
 
 MARKER = "PAYL0AD-MARK3R-e2e2"
 ADMIN_KEY, ADMIN_KEY_2 = "adm1n-k3y-7f3a9c", "adm1n-k3y-2nd-b81e"

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from api.index import create_app
 from lib import Queue
 from lib.config import Settings
-from lib.metrics import CONTENT_TYPE, render
+from lib.metrics import CONTENT_TYPE
 from lib.schema import drains
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -34,7 +34,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 def test_an_empty_queue_reports_zeros(queue: Queue) -> None:
-    samples, types = parse(render(queue).decode())
+    samples, types = parse(queue.metrics.render().decode())
     for status in ("pending", "processing", "completed", "failed", "cancelled"):
         assert value(samples, "sluice_jobs", status=status) == 0
         assert value(samples, "sluice_jobs_by_type", type="noop", status=status) == 0
@@ -63,7 +63,7 @@ def test_counts_and_drain_history(queue: Queue) -> None:
     queue.enqueue("noop", run_at=datetime.now(UTC) - timedelta(seconds=120))
     started = time.time()
 
-    samples, _ = parse(render(queue).decode())
+    samples, _ = parse(queue.metrics.render().decode())
     assert value(samples, "sluice_jobs", status="completed") == 2
     assert value(samples, "sluice_jobs", status="failed") == 1
     assert value(samples, "sluice_jobs", status="pending") == 2
@@ -106,7 +106,7 @@ def test_the_duration_histogram_covers_the_last_day_only(queue: Queue) -> None:
                 retried=0, failed=0, duration_ms=40_000, stopped_by="budget",
             )
         )  # fmt: skip
-    samples, _ = parse(render(queue).decode())
+    samples, _ = parse(queue.metrics.render().decode())
     assert value(samples, "sluice_drains_total", source="cron", stopped_by="budget") == 1
     assert value(samples, "sluice_drain_jobs_total", outcome="succeeded") == 8
     assert value(samples, "sluice_drain_duration_seconds_count") == 1

@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from lib import Queue
 from lib.migrate import alembic_config, current
 from lib.schema import metadata
-from tests.conftest import create_pg_database, drop_pg_database
+from tests.support.db import create_pg_database, drop_pg_database
 
 # SQLite keeps an expression index (coalesce(tenant_id, '') here) but SQLAlchemy can't reflect
 # one: the inspector skips it with the first warning and alembic declines to compare it with the

@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from lib import Job, JobContext, JobSpec, Queue, aws, job
 from lib.config import get_settings
 from lib.errors import RateLimited
-from lib.ratelimit import Rate, parse_key, parse_rate, parse_rates
-from tests.conftest import count, drain_together, make_queue
+from lib.rates import Rate, parse_key, parse_rate, parse_rates
+from tests.support.db import count, drain_together, make_queue
 
 
 @job("test.rate.limited", rate_limit="3/hour", rate_key="payload.user")

@@ -5,40 +5,19 @@ from __future__ import annotations
 import gzip
 import json
 import re
-import uuid
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from lib import Queue, Unavailable, ValidationError, aws
-from lib.retention import CleanupRequest, cleanup, decode_rows, erase_tenant
-from lib.schedules import list_schedules, put_schedule
+from lib.retention import CleanupRequest
 from lib.schema import drains, jobs
 from lib.store.clock import now_plus
-from tests.conftest import count, make_queue
+from tests.support.archive import BUCKET, DAY, archived_rows, make_job
+from tests.support.db import count, make_queue
 
-BUCKET = "sluice-archive-test"
 KEY = re.compile(r"sluice/archive/\d{4}/\d{2}/\d{2}/\d{8}T\d{12}Z-[0-9a-f]{32}\.jsonl\.gz")
-DAY = 86_400
-
-
-def make_job(
-    queue: Queue, status: str, age: float | None = None, *, type: str = "noop", tenant: str | None = None
-) -> str:
-    """A job in ``status`` whose finishedAt is ``age`` seconds before the database's now."""
-    job = queue.enqueue(type, {} if type == "noop" else {"n": 1}, tenant_id=tenant)
-    values: dict[str, Any] = {"status": status, "attempts": 1}
-    if age is not None:
-        finished = now_plus(queue.dialect, -age)
-        values.update(finished_at=finished, started_at=finished)
-    if status == "completed":
-        values["result"] = {"ok": True}
-    if status == "failed":
-        values["last_error"] = "RuntimeError: boom"
-    with queue.engine.begin() as conn:
-        conn.execute(sa.update(jobs).where(jobs.c.id == uuid.UUID(job.id)).values(**values))
-    return job.id
 
 
 def ids(queue: Queue) -> set[str]:
@@ -54,13 +33,6 @@ def rows_as_archived(queue: Queue, wanted: set[str]) -> list[dict[str, Any]]:
         rows = [dict(r._mapping) for r in conn.execute(sa.select(*jobs.c))]
     picked = [r for r in rows if str(r["id"]) in wanted]
     return sorted((json.loads(json.dumps(r, default=_json_value)) for r in picked), key=lambda r: r["id"])
-
-
-def archived_rows(prefix: str = "sluice/archive/") -> tuple[list[str], list[dict[str, Any]]]:
-    s3 = aws.client("s3", "us-east-1")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
-    rows = [row for key in keys for row in decode_rows(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())]
-    return keys, sorted(rows, key=lambda r: r["id"])
 
 
 @pytest.fixture
@@ -82,13 +54,17 @@ def pile(queue: Queue) -> dict[str, str]:
 
 
 def test_cleanup_deletes_exactly_the_rows_past_their_age(queue: Queue, pile: dict[str, str]) -> None:
-    result = cleanup(queue, completed_older_than=500, failed_older_than=7 * DAY, cancelled_older_than=7 * DAY)
+    result = queue.retention.cleanup(
+        completed_older_than=500, failed_older_than=7 * DAY, cancelled_older_than=7 * DAY
+    )
     assert result.deleted == {"completed": 2, "failed": 1, "cancelled": 1}
     assert result.archived == 0 and result.duration_ms >= 0
     gone = {"completed_old", "completed_ancient", "failed_old", "cancelled_old"}
     assert ids(queue) == {jid for name, jid in pile.items() if name not in gone}
     assert count(queue, "status IN ('pending', 'processing')") == 3
-    again = cleanup(queue, completed_older_than=500, failed_older_than=7 * DAY, cancelled_older_than=7 * DAY)
+    again = queue.retention.cleanup(
+        completed_older_than=500, failed_older_than=7 * DAY, cancelled_older_than=7 * DAY
+    )
     assert again.deleted == {"completed": 0, "failed": 0, "cancelled": 0}
 
 
@@ -100,14 +76,16 @@ def test_defaults_come_from_settings(db_url: str) -> None:
         make_job(q, "failed", 50)
         make_job(q, "cancelled", 8 * DAY)  # default 7 days
         make_job(q, "cancelled", 6 * DAY)
-        assert cleanup(q).deleted == {"completed": 1, "failed": 1, "cancelled": 1}
+        assert q.retention.cleanup().deleted == {"completed": 1, "failed": 1, "cancelled": 1}
         assert count(q) == 2
     finally:
         q.engine.dispose()
 
 
 def test_dry_run_counts_and_deletes_nothing(queue: Queue, pile: dict[str, str]) -> None:
-    result = cleanup(queue, completed_older_than=0, failed_older_than=0, cancelled_older_than=0, dry_run=True)
+    result = queue.retention.cleanup(
+        completed_older_than=0, failed_older_than=0, cancelled_older_than=0, dry_run=True
+    )
     assert result.deleted == {"completed": 3, "failed": 2, "cancelled": 2}
     assert result.archived == 0
     assert ids(queue) == set(pile.values())
@@ -116,9 +94,9 @@ def test_dry_run_counts_and_deletes_nothing(queue: Queue, pile: dict[str, str]) 
 def test_bounded_batches_and_budget(queue: Queue) -> None:
     for _ in range(5):
         make_job(queue, "completed", 10 * DAY)
-    assert cleanup(queue, budget_ms=0).deleted["completed"] == 0  # no time: nothing started
+    assert queue.retention.cleanup(budget_ms=0).deleted["completed"] == 0  # no time: nothing started
     assert count(queue) == 5
-    result = cleanup(queue, batch_size=2)
+    result = queue.retention.cleanup(batch_size=2)
     assert result.deleted == {"completed": 5, "failed": 0, "cancelled": 0}
     assert count(queue) == 0
 
@@ -127,13 +105,13 @@ def test_per_type_ages(queue: Queue) -> None:
     keep = make_job(queue, "completed", 2 * DAY, type="test.record")
     make_job(queue, "completed", 2 * DAY)
     make_job(queue, "failed", 60, type="test.record")
-    result = cleanup(queue, per_type={"test.record": 30 * DAY, "noop": 0}, failed_older_than=0)
+    result = queue.retention.cleanup(per_type={"test.record": 30 * DAY, "noop": 0}, failed_older_than=0)
     assert result.deleted == {"completed": 1, "failed": 0, "cancelled": 0}
     assert keep in ids(queue) and count(queue) == 2
     with pytest.raises(ValidationError):
-        cleanup(queue, per_type={"noop": -1})
+        queue.retention.cleanup(per_type={"noop": -1})
     with pytest.raises(ValidationError):
-        cleanup(queue, completed_older_than=-5)
+        queue.retention.cleanup(completed_older_than=-5)
 
 
 def test_trims_drain_history_past_30_days(queue: Queue) -> None:
@@ -143,7 +121,7 @@ def test_trims_drain_history_past_30_days(queue: Queue) -> None:
             conn.execute(
                 sa.insert(drains).values(at=now_plus(queue.dialect, -age), stopped_by="empty", **base)
             )
-    cleanup(queue)
+    queue.retention.cleanup()
     with queue.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(drains)).scalar_one() == 2
 
@@ -165,13 +143,6 @@ def test_cleanup_request_body_is_strict() -> None:
 # -- archive ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def archived_queue(db_url: str, aws_mock: None) -> Any:
-    q = make_queue(db_url, jobs_archive_s3_bucket=BUCKET)
-    yield q
-    q.engine.dispose()
-
-
 def test_archive_holds_exactly_the_deleted_rows(archived_queue: Queue) -> None:
     q = archived_queue
     aws.client("s3", "us-east-1").create_bucket(Bucket=BUCKET)
@@ -179,7 +150,7 @@ def test_archive_holds_exactly_the_deleted_rows(archived_queue: Queue) -> None:
     old |= {make_job(q, "failed", 8 * DAY)}
     young = make_job(q, "completed", 10)
     expected = rows_as_archived(q, old)
-    result = cleanup(q, batch_size=2)
+    result = q.retention.cleanup(batch_size=2)
     assert result.deleted == {"completed": 3, "failed": 1, "cancelled": 0}
     assert result.archived == 4
     keys, rows = archived_rows()
@@ -194,7 +165,7 @@ def test_failed_upload_deletes_nothing(archived_queue: Queue) -> None:
     q = archived_queue  # the bucket doesn't exist: every upload fails
     old = {make_job(q, "completed", 2 * DAY) for _ in range(3)}
     with pytest.raises(Unavailable) as err:
-        cleanup(q)
+        q.retention.cleanup()
     assert "not deleted" in err.value.message
     assert ids(q) == old
 
@@ -205,13 +176,13 @@ def test_erase_tenant_everywhere(archived_queue: Queue) -> None:
     s3.create_bucket(Bucket=BUCKET)
     # Two archive objects: one only acme's rows, one mixed.
     make_job(q, "completed", 2 * DAY, tenant="acme")
-    cleanup(q)
+    q.retention.cleanup()
     mixed = {
         make_job(q, "completed", 2 * DAY, tenant="acme"),
         make_job(q, "completed", 2 * DAY, tenant="other"),
     }
     assert len(mixed) == 2
-    cleanup(q)
+    q.retention.cleanup()
     assert len(archived_rows()[1]) == 3
     live = {
         make_job(q, "pending", tenant="acme"),
@@ -220,13 +191,13 @@ def test_erase_tenant_everywhere(archived_queue: Queue) -> None:
     }
     running = make_job(q, "processing", tenant="acme")
     others = {make_job(q, "pending", tenant="other"), make_job(q, "pending")}
-    put_schedule(q, "acme.daily", {"cron": "0 2 * * *", "type": "noop", "tenantId": "acme"})
-    put_schedule(q, "global", {"cron": "0 2 * * *", "type": "noop"})
+    q.schedules.put_schedule("acme.daily", {"cron": "0 2 * * *", "type": "noop", "tenantId": "acme"})
+    q.schedules.put_schedule("global", {"cron": "0 2 * * *", "type": "noop"})
 
-    result = erase_tenant(q, "acme")
+    result = q.retention.erase_tenant("acme")
     assert result.to_wire() == {"deleted": 3, "schedules": 1, "processing": 1}
     assert ids(q) == others | {running}
-    assert [s.name for s in list_schedules(q)] == ["global"]
+    assert [s.name for s in q.schedules.list_schedules()] == ["global"]
     keys, rows = archived_rows()
     assert len(keys) == 1 and [r["tenant_id"] for r in rows] == ["other"]
     assert live.isdisjoint(ids(q))
@@ -237,14 +208,14 @@ def test_erase_tenant_everywhere(archived_queue: Queue) -> None:
 
 def test_erase_unknown_tenant_is_zeros(queue: Queue) -> None:
     make_job(queue, "pending", tenant="someone")
-    assert erase_tenant(queue, "nobody").to_wire() == {"deleted": 0, "schedules": 0, "processing": 0}
+    assert queue.retention.erase_tenant("nobody").to_wire() == {"deleted": 0, "schedules": 0, "processing": 0}
     assert count(queue) == 1
     with pytest.raises(ValidationError):
-        erase_tenant(queue, "")
+        queue.retention.erase_tenant("")
 
 
 def test_erase_in_batches(queue: Queue) -> None:
     for _ in range(5):
         make_job(queue, "completed", 10, tenant="t")
-    assert erase_tenant(queue, "t", batch_size=2).deleted == 5
+    assert queue.retention.erase_tenant("t", batch_size=2).deleted == 5
     assert count(queue) == 0

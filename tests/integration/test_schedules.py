@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from lib import NotFound, Queue, UnknownJobType, ValidationError
 from lib import schedules as sched
 from lib.errors import Conflict
-from lib.schedules import enqueue_due, put_schedule
-from tests.conftest import count, drain_together, make_queue
+from lib.store import schedules as schedule_store
+from tests.support.db import count, drain_together, make_queue
 
 
 def at(text: str) -> datetime:
@@ -22,7 +22,7 @@ def at(text: str) -> datetime:
 def due_now(queue: Queue, now: datetime) -> int:
     """One drain's schedule step at ``now``; returns jobs created."""
     with queue.engine.begin() as conn:
-        return sum(1 for made in enqueue_due(queue, conn, now) if made.created)
+        return sum(1 for made in queue.schedules.enqueue_due(conn, now) if made.created)
 
 
 def run_ats(queue: Queue, where: str = "1=1") -> list[str]:
@@ -41,8 +41,7 @@ def clean_declarations() -> Iterator[None]:
 
 def test_put_get_list_delete(queue: Queue) -> None:
     t0 = at("2026-05-01T10:07:00Z")
-    made = put_schedule(
-        queue,
+    made = queue.schedules.put_schedule(
         "reports.daily",
         {"cron": "30 6 * * *", "timezone": "Europe/Paris", "type": "test.greet", "payload": {"name": "x"}},
         now=t0,
@@ -65,47 +64,47 @@ def test_put_get_list_delete(queue: Queue) -> None:
         "lastRunAt": None,
         "lastJobId": None,
     }
-    put_schedule(queue, "a-first", {"cron": "0 * * * *", "type": "noop", "enabled": False}, now=t0)
-    assert [s.name for s in sched.list_schedules(queue)] == ["a-first", "reports.daily"]
-    assert sched.get_schedule(queue, "a-first").next_run_at is None  # disabled
-    sched.delete_schedule(queue, "a-first")
+    queue.schedules.put_schedule("a-first", {"cron": "0 * * * *", "type": "noop", "enabled": False}, now=t0)
+    assert [s.name for s in queue.schedules.list_schedules()] == ["a-first", "reports.daily"]
+    assert queue.schedules.get_schedule("a-first").next_run_at is None  # disabled
+    queue.schedules.delete_schedule("a-first")
     with pytest.raises(NotFound):
-        sched.get_schedule(queue, "a-first")
+        queue.schedules.get_schedule("a-first")
     with pytest.raises(NotFound):
-        sched.delete_schedule(queue, "a-first")
+        queue.schedules.delete_schedule("a-first")
     with pytest.raises(NotFound):
-        sched.get_schedule(queue, "bad name!")
+        queue.schedules.get_schedule("bad name!")
 
 
 def test_put_refuses_bad_input(queue: Queue) -> None:
     with pytest.raises(ValidationError) as err:
-        put_schedule(queue, "x", {"cron": "61 * * * *", "type": "noop"})
+        queue.schedules.put_schedule("x", {"cron": "61 * * * *", "type": "noop"})
     assert err.value.details[0]["loc"] == "cron"
     with pytest.raises(ValidationError) as err:
-        put_schedule(queue, "x", {"cron": "0 * * * *", "type": "noop", "timezone": "Mars/Base"})
+        queue.schedules.put_schedule("x", {"cron": "0 * * * *", "type": "noop", "timezone": "Mars/Base"})
     assert err.value.details[0]["loc"] == "timezone"
     with pytest.raises(ValidationError) as err:
-        put_schedule(queue, "x", {"cron": "0 * * * *", "type": "noop", "extra": 1})
+        queue.schedules.put_schedule("x", {"cron": "0 * * * *", "type": "noop", "extra": 1})
     assert err.value.details[0]["loc"] == "extra"
     with pytest.raises(UnknownJobType):
-        put_schedule(queue, "x", {"cron": "0 * * * *", "type": "nope"})
+        queue.schedules.put_schedule("x", {"cron": "0 * * * *", "type": "nope"})
     with pytest.raises(ValidationError) as err:
-        put_schedule(queue, "x", {"cron": "0 * * * *", "type": "test.greet", "payload": {"name": 5}})
+        queue.schedules.put_schedule("x", {"cron": "0 * * * *", "type": "test.greet", "payload": {"name": 5}})
     assert err.value.details[0]["loc"] == "payload.name"
     with pytest.raises(ValidationError) as err:
-        put_schedule(queue, "x" * 101, {"cron": "0 * * * *", "type": "noop"})
+        queue.schedules.put_schedule("x" * 101, {"cron": "0 * * * *", "type": "noop"})
     assert err.value.details[0]["loc"] == "name"
-    assert sched.list_schedules(queue) == []
+    assert queue.schedules.list_schedules() == []
 
 
 def test_replace_keeps_last_run_and_recomputes_next(queue: Queue) -> None:
-    put_schedule(queue, "s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T10:30:00Z"))
+    queue.schedules.put_schedule("s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T10:30:00Z"))
     assert due_now(queue, at("2026-05-01T11:00:05Z")) == 1
-    first = sched.get_schedule(queue, "s")
+    first = queue.schedules.get_schedule("s")
     assert first.last_run_at == at("2026-05-01T11:00:00Z") and first.last_job_id is not None
     assert first.next_run_at == at("2026-05-01T12:00:00Z")
-    replaced = put_schedule(
-        queue, "s", {"cron": "15 * * * *", "type": "noop"}, now=at("2026-05-01T11:20:00Z")
+    replaced = queue.schedules.put_schedule(
+        "s", {"cron": "15 * * * *", "type": "noop"}, now=at("2026-05-01T11:20:00Z")
     )
     assert (replaced.last_run_at, replaced.last_job_id) == (first.last_run_at, first.last_job_id)
     assert replaced.next_run_at == at("2026-05-01T12:15:00Z")
@@ -152,7 +151,7 @@ def test_replace_keeps_last_run_and_recomputes_next(queue: Queue) -> None:
 def test_dst_days_run_once_with_drains_every_ten_minutes(
     queue: Queue, zone: str, cron: str, start: str, expected: list[str]
 ) -> None:
-    put_schedule(queue, "nightly", {"cron": cron, "timezone": zone, "type": "noop"}, now=at(start))
+    queue.schedules.put_schedule("nightly", {"cron": cron, "timezone": zone, "type": "noop"}, now=at(start))
     t = at(start)
     created = 0
     while t < at(start) + timedelta(hours=48):
@@ -165,17 +164,17 @@ def test_dst_days_run_once_with_drains_every_ten_minutes(
 
 def test_missed_slots_latest_only_or_catch_up(queue: Queue) -> None:
     t0 = at("2026-05-01T00:05:00Z")
-    put_schedule(queue, "latest", {"cron": "*/10 * * * *", "type": "noop"}, now=t0)
-    put_schedule(queue, "caught", {"cron": "*/10 * * * *", "type": "noop", "catchUp": True}, now=t0)
+    queue.schedules.put_schedule("latest", {"cron": "*/10 * * * *", "type": "noop"}, now=t0)
+    queue.schedules.put_schedule("caught", {"cron": "*/10 * * * *", "type": "noop", "catchUp": True}, now=t0)
     assert due_now(queue, at("2026-05-01T01:05:00Z")) == 1 + 6
     assert run_ats(queue, "idempotency_key LIKE 'schedule:latest:%'") == ["2026-05-01T01:00:00Z"]
     assert len(run_ats(queue, "idempotency_key LIKE 'schedule:caught:%'")) == 6
-    assert sched.get_schedule(queue, "latest").next_run_at == at("2026-05-01T01:10:00Z")
-    assert sched.get_schedule(queue, "caught").next_run_at == at("2026-05-01T01:10:00Z")
+    assert queue.schedules.get_schedule("latest").next_run_at == at("2026-05-01T01:10:00Z")
+    assert queue.schedules.get_schedule("caught").next_run_at == at("2026-05-01T01:10:00Z")
     # A long outage: catchUp enqueues at most 100 slots per drain and resumes on the next one.
     later = at("2026-05-03T01:05:00Z")
     assert due_now(queue, later) == 1 + 100
-    assert sched.get_schedule(queue, "caught").next_run_at == at("2026-05-01T01:10:00Z") + timedelta(
+    assert queue.schedules.get_schedule("caught").next_run_at == at("2026-05-01T01:10:00Z") + timedelta(
         minutes=1000
     )
     assert due_now(queue, later) == 100
@@ -183,23 +182,23 @@ def test_missed_slots_latest_only_or_catch_up(queue: Queue) -> None:
 
 
 def test_disabled_schedule_never_runs(queue: Queue) -> None:
-    put_schedule(
-        queue, "off", {"cron": "* * * * *", "type": "noop", "enabled": False}, now=at("2026-05-01T00:00:00Z")
+    queue.schedules.put_schedule(
+        "off", {"cron": "* * * * *", "type": "noop", "enabled": False}, now=at("2026-05-01T00:00:00Z")
     )
     assert due_now(queue, at("2026-05-02T00:00:00Z")) == 0
     assert count(queue) == 0
 
 
 def test_replayed_slot_makes_no_second_job(queue: Queue) -> None:
-    put_schedule(
-        queue, "s", {"cron": "0 * * * *", "type": "noop", "tenantId": "t1"}, now=at("2026-05-01T00:30:00Z")
+    queue.schedules.put_schedule(
+        "s", {"cron": "0 * * * *", "type": "noop", "tenantId": "t1"}, now=at("2026-05-01T00:30:00Z")
     )
     assert due_now(queue, at("2026-05-01T01:00:00Z")) == 1
     # Another drain that read the schedule before the advance committed enqueues the same slot.
     with queue.engine.begin() as conn:
         conn.execute(sa.text("UPDATE sluice_schedules SET next_run_at = last_run_at"))
     with queue.engine.begin() as conn:
-        again = enqueue_due(queue, conn, at("2026-05-01T01:00:00Z"))
+        again = queue.schedules.enqueue_due(conn, at("2026-05-01T01:00:00Z"))
     assert [e.created for e in again] == [False]
     assert count(queue) == 1
     assert count(queue, "tenant_id = 't1' AND idempotency_key = 'schedule:s:2026-05-01T01:00:00Z'") == 1
@@ -209,8 +208,8 @@ def test_concurrent_drains_at_a_slot_boundary_make_one_job(db_url: str) -> None:
     queues = [make_queue(db_url, jobs_db_pool="null") for _ in range(4)]
     try:
         boundary = at("2026-05-01T02:00:00Z")
-        put_schedule(
-            queues[0], "tick", {"cron": "0 * * * *", "type": "noop"}, now=boundary - timedelta(minutes=30)
+        queues[0].schedules.put_schedule(
+            "tick", {"cron": "0 * * * *", "type": "noop"}, now=boundary - timedelta(minutes=30)
         )
         for q in queues:
             hook = q.drainer.before_claim
@@ -219,7 +218,7 @@ def test_concurrent_drains_at_a_slot_boundary_make_one_job(db_url: str) -> None:
         drain_together(queues, timeout=60, max_jobs=0)
         assert count(queues[0]) == 1
         assert run_ats(queues[0]) == ["2026-05-01T02:00:00Z"]
-        assert sched.get_schedule(queues[0], "tick").next_run_at == at("2026-05-01T03:00:00Z")
+        assert queues[0].schedules.get_schedule("tick").next_run_at == at("2026-05-01T03:00:00Z")
     finally:
         for q in queues:
             q.engine.dispose()
@@ -230,11 +229,11 @@ def test_locked_schedule_is_skipped_by_the_other_drain(db_url: str) -> None:
         pytest.skip("SQLite serialises drains; row locks are PostgreSQL's")
     q = make_queue(db_url)
     try:
-        put_schedule(q, "s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T00:30:00Z"))
+        q.schedules.put_schedule("s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T00:30:00Z"))
         with q.engine.begin() as first:
-            assert len(enqueue_due(q, first, at("2026-05-01T01:00:01Z"))) == 1
+            assert len(q.schedules.enqueue_due(first, at("2026-05-01T01:00:01Z"))) == 1
             with q.engine.begin() as second:  # while the first still holds the row
-                assert enqueue_due(q, second, at("2026-05-01T01:00:01Z")) == []
+                assert q.schedules.enqueue_due(second, at("2026-05-01T01:00:01Z")) == []
         assert count(q) == 1
     finally:
         q.engine.dispose()
@@ -242,14 +241,14 @@ def test_locked_schedule_is_skipped_by_the_other_drain(db_url: str) -> None:
 
 def test_drain_enqueues_and_runs_the_due_slot(queue: Queue) -> None:
     with queue.engine.connect() as conn:
-        db_now = sched.store.db_now(conn)
+        db_now = schedule_store.db_now(conn)
     # Created ten minutes ago on the database clock: a */5 slot has come due since.
     spec = {"cron": "*/5 * * * *", "type": "test.greet", "payload": {"name": "cron"}}
-    put_schedule(queue, "greet", spec, now=db_now - timedelta(minutes=10))
+    queue.schedules.put_schedule("greet", spec, now=db_now - timedelta(minutes=10))
     summary = queue.drain(max_jobs=5)
     assert (summary.processed, summary.succeeded) == (1, 1)
     assert count(queue, "status = 'completed' AND type = 'test.greet'") == 1
-    stored = sched.get_schedule(queue, "greet")
+    stored = queue.schedules.get_schedule("greet")
     assert stored.last_run_at is not None and stored.next_run_at is not None
     # The latest due slot ran; the next is the one after it.
     assert stored.next_run_at - stored.last_run_at == timedelta(minutes=5)
@@ -268,7 +267,7 @@ def test_declared_schedules_sync_on_first_drain(db_url: str, clean_declarations:
         assert isinstance(hook, sched.DueHook)
         hook.clock = lambda: at("2026-05-01T12:00:00Z")
         q.drain(max_jobs=0)
-        stored = sched.get_schedule(q, "declared.cleanup")
+        stored = q.schedules.get_schedule("declared.cleanup")
         assert (stored.timezone, stored.priority, stored.next_run_at) == (
             "America/Toronto",
             5,
@@ -278,8 +277,8 @@ def test_declared_schedules_sync_on_first_drain(db_url: str, clean_declarations:
         with q.engine.begin() as conn:
             conn.execute(sa.text("UPDATE sluice_schedules SET last_run_at = next_run_at"))
         later = make_queue(db_url)
-        assert sched.sync_declared(later, now=at("2026-05-03T12:00:00Z")) == []
-        kept = sched.get_schedule(later, "declared.cleanup")
+        assert later.schedules.sync_declared(now=at("2026-05-03T12:00:00Z")) == []
+        kept = later.schedules.get_schedule("declared.cleanup")
         assert kept.next_run_at == at("2026-05-02T06:00:00Z") and kept.last_run_at == kept.next_run_at
         later.engine.dispose()
     finally:
@@ -287,16 +286,15 @@ def test_declared_schedules_sync_on_first_drain(db_url: str, clean_declarations:
 
 
 def test_schedule_of_an_unloaded_type_stays_due(queue: Queue) -> None:
-    put_schedule(queue, "s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T00:30:00Z"))
+    queue.schedules.put_schedule("s", {"cron": "0 * * * *", "type": "noop"}, now=at("2026-05-01T00:30:00Z"))
     with queue.engine.begin() as conn:
         conn.execute(sa.text("UPDATE sluice_schedules SET type = 'gone.type'"))
     assert due_now(queue, at("2026-05-01T01:00:01Z")) == 0
-    assert sched.get_schedule(queue, "s").next_run_at == at("2026-05-01T01:00:00Z")
+    assert queue.schedules.get_schedule("s").next_run_at == at("2026-05-01T01:00:00Z")
 
 
 def test_slots_are_utc_in_wire_form(queue: Queue) -> None:
-    made = put_schedule(
-        queue,
+    made = queue.schedules.put_schedule(
         "tz",
         {"cron": "0 9 * * *", "timezone": "Asia/Kolkata", "type": "noop"},
         now=at("2026-05-01T00:00:00Z"),

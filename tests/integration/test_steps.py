@@ -18,9 +18,9 @@ from flask.testing import FlaskClient
 
 from lib import Queue, steps
 from tests import workers
-from tests.conftest import count, make_queue
-from tests.integration.test_api_endpoints import ADMIN
-from tests.integration.test_crashes import expired_leases, wait_for
+from tests.support.api import ADMIN
+from tests.support.db import count, expired_leases, make_queue
+from tests.support.polling import wait_for
 
 
 def runs(log: Path) -> list[str]:

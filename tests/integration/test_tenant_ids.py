@@ -9,7 +9,7 @@ from flask.testing import FlaskClient
 
 from api._state import app_state
 from lib.config import Settings
-from tests.conftest import count
+from tests.support.db import count
 
 ADMIN = {"x-api-key": "k1"}
 BAD = ["a/b", "a b", "é", "a\\b", "a%2Fb", "x" * 256, "", "a\nb", "tab\t"]
