@@ -10,6 +10,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
+from . import flow
 from .attempts import completed_attempt
 from .config import Settings, get_settings
 from .db import engine_from_settings, explain, reader
@@ -95,6 +96,7 @@ class Queue:
         self.drainer.before_claim = schedules.DueHook(self)
         self.drainer.on_failed = alerts.DeadLetterHook(self)
         self.drainer.make_gate = ratelimit.gate_factory(engine, self.settings.rate_limits)
+        self.drainer.on_settle = flow.SettleHook(self)
 
     @functools.cached_property
     def single(self) -> sa.Engine:
@@ -176,6 +178,12 @@ class Queue:
             # A job that starts a chain correlates with itself: unique, and no second UUID to make.
             correlation_id=spec.correlation_id or job_id_text,
             idempotency_key=spec.idempotency_key,
+            concurrency_key=spec.concurrency_key,
+            concurrency_limit=(spec.concurrency_limit or 1) if spec.concurrency_key is not None else None,
+            debounce_key=spec.debounce.key if spec.debounce is not None else None,
+            debounce_seconds=spec.debounce.seconds if spec.debounce is not None else 0,
+            after_ids=flow.after_ids(spec.after),
+            callback_url=flow.checked_callback_url(spec.callback_url, self.settings),
         )
 
     @guarded
@@ -193,9 +201,14 @@ class Queue:
         # reused keys (all or nothing). A keyless batch is one statement: autocommit will do.
         quota = rate is not None and any(job.tenant_id is not None for job in new)
         keyed = any(job.idempotency_key is not None for job in new)
-        with self._tx(conn, atomic=quota or keyed) as tx:
+        # A debounced insert and the check of the jobs named by ``after`` hold together with the
+        # insert only in one transaction too.
+        flowing = any(job.debounce_key is not None or job.after_ids is not None for job in new)
+        with self._tx(conn, atomic=quota or keyed or flowing) as tx:
             enforce_tenant_quota(tx, new, rate)
-            return [Enqueued(job=job, created=created) for job, created in store.insert_jobs(tx, new)]
+            flow.check_after(tx, new)
+            made = flow.resolve_new(tx, store.insert_jobs(tx, new))
+            return [Enqueued(job=job, created=created) for job, created in made]
 
     def submit(
         self, spec: JobSpec, *, tenant: str | None = None, conn: sa.Connection | None = None

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
 import sqlalchemy as sa
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from .errors import Conflict, NotFound, SluiceError, ValidationError
@@ -36,7 +36,15 @@ NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_CATCH_UP = 100  # slots one drain enqueues for one catchUp schedule
 MAX_DUE = 500  # schedules one drain looks at; the rest wait for the next drain
 MAX_STEPS = 100_000  # cron candidates examined per search (a repeated hour skips up to 60)
-OPTION_FIELDS = {"priority", "max_attempts", "timeout_seconds", "backoff"}
+OPTION_FIELDS = {
+    "priority",
+    "max_attempts",
+    "timeout_seconds",
+    "backoff",
+    "concurrency_key",
+    "concurrency_limit",
+    "callback_url",
+}
 
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
@@ -204,6 +212,13 @@ class ScheduleSpec(JobOptions):
     payload: dict[str, Any] = Field(default_factory=dict)
     enabled: bool = True
     catch_up: bool = False
+
+    @model_validator(mode="after")
+    def _no_burst_options(self) -> ScheduleSpec:
+        # A slot's job is keyed by its slot (idempotencyKey) and names no earlier jobs.
+        if self.debounce is not None or self.after is not None:
+            raise ValueError("a schedule takes no debounce or after (its jobs are one per slot)")
+        return self
 
     def options(self) -> dict[str, Any]:
         """The job options a slot's job gets (tenantId has a column of its own)."""

@@ -76,6 +76,16 @@ jobs = sa.Table(
     sa.Column("claim_token", sa.Uuid()),
     # The last step text a handler reported with its progress (ctx.progress(50, "resizing")).
     sa.Column("step", sa.String(255)),
+    # Flow control (lib/flow.py): at most concurrency_limit jobs of one (tenant, key) processing;
+    # one pending job per (tenant, debounce key); after_ids must all complete before it runs
+    # (held at HELD_RUN_AT meanwhile); callback_url gets the finished job.
+    sa.Column("concurrency_key", sa.String(255)),
+    sa.Column("concurrency_limit", sa.Integer()),
+    sa.Column("debounce_key", sa.String(255)),
+    sa.Column("after_ids", JSONDoc()),
+    sa.Column("callback_url", sa.String(2048)),
+    # The finished_at of the end whose callback job was enqueued (a sweep finds the ones not yet).
+    sa.Column("callback_sent_at", UTCDateTime()),
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
         name="ck_sluice_jobs_status",
@@ -128,6 +138,42 @@ sa.Index(
     postgresql_where=_tenanted,
     sqlite_where=_tenanted,
 )
+# Fair share: the claim walks the tenants with pending jobs (a skip scan), then each one's jobs
+# in claim order. NULL tenants share the '' slot, like idempotency keys.
+sa.Index(
+    "ix_sluice_jobs_fair",
+    IDEMPOTENCY_TENANT,
+    jobs.c.priority.desc(),
+    jobs.c.run_at,
+    jobs.c.id,
+    postgresql_where=_pending,
+    sqlite_where=_pending,
+)
+_keyed_pending = sa.text("status = 'pending' AND concurrency_key IS NOT NULL")
+sa.Index("ix_sluice_jobs_keyed", jobs.c.run_at, postgresql_where=_keyed_pending, sqlite_where=_keyed_pending)
+_busy = sa.text("status = 'processing' AND concurrency_key IS NOT NULL")
+sa.Index(
+    "ix_sluice_jobs_busy_keys",
+    IDEMPOTENCY_TENANT,
+    jobs.c.concurrency_key,
+    postgresql_where=_busy,
+    sqlite_where=_busy,
+)
+_debounced = sa.text("status = 'pending' AND debounce_key IS NOT NULL")
+sa.Index(
+    "ux_sluice_jobs_debounce",
+    IDEMPOTENCY_TENANT,
+    jobs.c.debounce_key,
+    unique=True,
+    postgresql_where=_debounced,
+    sqlite_where=_debounced,
+)
+_waiting = sa.text("status = 'pending' AND after_ids IS NOT NULL")
+sa.Index("ix_sluice_jobs_waiting", jobs.c.id, postgresql_where=_waiting, sqlite_where=_waiting)
+_unsent = sa.text(
+    "callback_url IS NOT NULL AND callback_sent_at IS NULL AND status IN ('completed', 'failed')"
+)
+sa.Index("ix_sluice_jobs_callbacks", jobs.c.id, postgresql_where=_unsent, sqlite_where=_unsent)
 
 # One row per drain: the status view's lastDrain and the metrics' drain history.
 drains = sa.Table(
@@ -195,5 +241,12 @@ sa.Index("ix_sluice_schedules_due", schedules.c.next_run_at)
 
 def job_columns() -> list[sa.Column[Any]]:
     """The columns a Job is built from, in a stable order."""
-    hidden = {"lease_expires_at", "claim_token", "backoff_strategy", "backoff_delay", "backoff_max"}
+    hidden = {
+        "lease_expires_at",
+        "claim_token",
+        "backoff_strategy",
+        "backoff_delay",
+        "backoff_max",
+        "callback_sent_at",
+    }
     return [c for c in jobs.c if c.name not in hidden]

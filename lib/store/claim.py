@@ -119,71 +119,151 @@ _CLAIM_COLUMNS = (
     "backoff_max, tenant_id, correlation_id"
 )
 
+# Fair share and concurrency keys, in the claim itself:
+# - tenants: the tenants with pending jobs, walked on ix_sluice_jobs_fair (one index probe each, at
+#   most :tenants of them), so a backlog of 100,000 jobs of one tenant costs nothing to skip;
+# - candidates: each tenant's first due jobs in claim order, at most 2 * limit / (tenants) each (all
+#   of one tenant's share when it is alone), leaving out keys already at their limit;
+# - busy: jobs processing per (tenant, concurrency key); a key gets at most limit - busy more;
+# - the batch takes the tenants' jobs in turns (row_number per tenant), so B's 10 jobs come in
+#   the next batch however long A's backlog is.
+# Keyed jobs are candidates only when the claim holds KEYED_LOCK (see claim_batch), so counting
+# busy keys is exact: READ COMMITTED gives this statement a snapshot taken after the lock, and
+# every claim that added to a key committed before releasing it.
+_FAIR = """
+    tenants(t, n) AS (
+      SELECT (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
+              ORDER BY coalesce(tenant_id, '') LIMIT 1) AS t, 1 AS n
+      UNION ALL
+      SELECT (SELECT coalesce(tenant_id, '') FROM sluice_jobs
+              WHERE status = 'pending' AND coalesce(tenant_id, '') > tenants.t
+              ORDER BY coalesce(tenant_id, '') LIMIT 1), n + 1
+      FROM tenants WHERE tenants.t IS NOT NULL AND n < :tenants
+    ),
+    busy AS (
+      SELECT coalesce(tenant_id, '') AS t, concurrency_key AS k, count(*) AS n FROM sluice_jobs
+      WHERE status = 'processing' AND concurrency_key IS NOT NULL AND :keyed
+      GROUP BY coalesce(tenant_id, ''), concurrency_key
+    )"""
+_PICK = """
+    ranked AS (
+      SELECT c.id, c.t, c.k, c.priority, c.run_at,
+             row_number() OVER (PARTITION BY c.t, c.k ORDER BY c.priority DESC, c.run_at, c.id) AS in_key,
+             c.lim - coalesce(b.n, 0) AS room
+      FROM candidates c LEFT JOIN busy b ON b.t = c.t AND b.k = c.k
+    ),
+    allowed AS (
+      SELECT id, priority, run_at,
+             row_number() OVER (PARTITION BY t ORDER BY priority DESC, run_at, id) AS turn
+      FROM ranked WHERE k IS NULL OR in_key <= room
+    )"""
+_CANDIDATE_FILTER = """
+        status = 'pending' AND run_at <= {now}
+        AND (concurrency_key IS NULL OR (:keyed AND NOT EXISTS (
+          SELECT 1 FROM busy WHERE busy.t = coalesce(sluice_jobs.tenant_id, '')
+            AND busy.k = sluice_jobs.concurrency_key AND busy.n >= sluice_jobs.concurrency_limit)))"""
+_WINDOW = "(SELECT least(:limit, (2 * :limit + count(*) - 1) / count(*)) FROM tenants WHERE t IS NOT NULL)"
+
 # SKIP LOCKED lets overlapping drains take disjoint batches. ARRAY(subquery) runs the locking
-# subquery exactly once (an IN or a join may rescan it and lock more rows than LIMIT); sorting the
-# claimed rows on the server keeps the client from comparing UUIDs.
+# part exactly once (an IN or a join may rescan it and lock more rows than it claims); sorting
+# the claimed rows on the server keeps the client from comparing UUIDs.
 _CLAIM_PG = sa.text(
     f"""
-    WITH claimed AS (
+    WITH RECURSIVE {_FAIR},
+    candidates AS MATERIALIZED (
+      SELECT c.* FROM tenants, LATERAL (
+        SELECT id, coalesce(tenant_id, '') AS t, concurrency_key AS k, concurrency_limit AS lim,
+               priority, run_at
+        FROM sluice_jobs
+        WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now="now()")}
+        ORDER BY coalesce(tenant_id, ''), priority DESC, run_at, id
+        LIMIT {_WINDOW}
+        FOR UPDATE SKIP LOCKED
+      ) c
+      WHERE tenants.t IS NOT NULL
+    ),
+    {_PICK},
+    claimed AS (
       UPDATE sluice_jobs SET
         status = 'processing', attempts = attempts + 1, started_at = now(), finished_at = NULL,
         lease_expires_at = now() + make_interval(secs => least(timeout_seconds, :hold) + :grace),
         claim_token = :token
-      WHERE id = ANY(ARRAY(
-        SELECT id FROM sluice_jobs
-        WHERE status = 'pending' AND run_at <= now()
-        ORDER BY priority DESC, run_at, id
-        LIMIT :limit
-        FOR UPDATE SKIP LOCKED
-      ))
+      WHERE id = ANY(ARRAY(SELECT id FROM allowed ORDER BY turn, priority DESC, run_at, id LIMIT :limit))
       RETURNING {_CLAIM_COLUMNS}, priority, run_at
     )
     SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
     """
 ).columns(payload=JSONDoc())
 
+# Keyed claims take turns (a transaction-level lock, released at commit), and only when keyed
+# jobs are due: a queue of plain jobs never waits on it.
+KEYED_LOCK = 0x51C3_0001
+_LOCK_KEYED_PG = sa.text(
+    """
+    SELECT pg_advisory_xact_lock(:lock) FROM (
+      SELECT 1 FROM sluice_jobs
+      WHERE status = 'pending' AND concurrency_key IS NOT NULL AND run_at <= now() LIMIT 1
+    ) AS due
+    """
+)
+# How many tenants one claim shares a batch between (the rest wait for a later batch).
+MAX_TENANTS = 500
+
 
 def claim_batch(
     conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int = HOLD_SECONDS
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due jobs in one statement, highest priority first, then FIFO, each
-    leased for min(timeout, ``hold``) + ``grace`` seconds."""
+    """Claim up to ``limit`` due jobs in one statement: tenants in turns, each one's jobs highest
+    priority first, then FIFO, no concurrency key past its limit; each leased for
+    min(timeout, ``hold``) + ``grace`` seconds."""
+    params = {
+        "limit": limit,
+        "grace": grace,
+        "token": token,
+        "hold": hold,
+        "tenants": min(MAX_TENANTS, limit),
+    }
     if conn.dialect.name == "postgresql":
-        params = {"limit": limit, "grace": grace, "token": token, "hold": hold}
-        rows: Sequence[Any] = conn.execute(_CLAIM_PG, params).all()
+        keyed = conn.execute(_LOCK_KEYED_PG, {"lock": KEYED_LOCK}).first() is not None
+        rows: Sequence[Any] = conn.execute(_CLAIM_PG, {**params, "keyed": keyed}).all()
     else:
-        rows = _claim_sqlite(conn, limit, token, grace, hold)
+        rows = _claim_sqlite(conn, {**params, "token": token.hex, "keyed": True})
     return [
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], _backoff(r[6], r[7], r[8]), r[9], r[10]) for r in rows
     ]
 
 
-def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int) -> Sequence[Any]:
-    # SQLite serialises writers (BEGIN IMMEDIATE), so a plain subquery claims safely.
-    clock = now("sqlite")
-    due = (
-        sa.select(jobs.c.id)
-        .where(jobs.c.status == "pending", jobs.c.run_at <= clock)
-        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(limit)
-    )
-    stmt = (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()))
-        .values(
-            status="processing",
-            attempts=jobs.c.attempts + 1,
-            started_at=clock,
-            finished_at=None,
-            lease_expires_at=now_plus("sqlite", _held(jobs.c.timeout_seconds, hold) + grace),
-            claim_token=token,
-        )
-        .returning(
-            *(jobs.c[name.strip()] for name in _CLAIM_COLUMNS.split(",")), jobs.c.priority, jobs.c.run_at
-        )
-    )
+_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+# SQLite serialises writers (BEGIN IMMEDIATE), so the busy count is exact without a lock.
+_CLAIM_SQLITE = sa.text(
+    f"""
+    WITH RECURSIVE {_FAIR},
+    candidates AS (
+      SELECT j.id, coalesce(j.tenant_id, '') AS t, j.concurrency_key AS k, j.concurrency_limit AS lim,
+             j.priority, j.run_at
+      FROM tenants JOIN sluice_jobs j ON j.id IN (
+        SELECT id FROM sluice_jobs
+        WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now=_SQLITE_NOW)}
+        ORDER BY coalesce(tenant_id, ''), priority DESC, run_at, id
+        LIMIT {_WINDOW.replace("least(", "min(")}
+      )
+      WHERE tenants.t IS NOT NULL
+    ),
+    {_PICK}
+    UPDATE sluice_jobs SET
+      status = 'processing', attempts = attempts + 1, started_at = {_SQLITE_NOW}, finished_at = NULL,
+      lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now',
+                                  (min(timeout_seconds, :hold) + :grace) || ' seconds') || '000',
+      claim_token = :token
+    WHERE id IN (SELECT id FROM allowed ORDER BY turn, priority DESC, run_at, id LIMIT :limit)
+    RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    """
+).columns(id=sa.Uuid(), payload=JSONDoc(), tenant_id=sa.String(), correlation_id=sa.String())
+
+
+def _claim_sqlite(conn: sa.Connection, params: dict[str, Any]) -> Sequence[Any]:
     # RETURNING has no order; run in claim order.
-    return sorted(conn.execute(stmt).all(), key=lambda r: (-r.priority, r.run_at, r.id))
+    return sorted(conn.execute(_CLAIM_SQLITE, params).all(), key=lambda r: (-r.priority, r.run_at, r.id))
 
 
 def _held(timeout: sa.ColumnElement[int], hold: int) -> sa.ColumnElement[float]:

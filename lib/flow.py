@@ -1,0 +1,124 @@
+"""Flow control around the queue: dependencies (``after``) and completion callbacks.
+
+Concurrency keys and fair share live in the claim (lib/store/claim.py), debounce in the insert
+(lib/store/jobs.py). What is here runs after outcomes commit, never inside them: a sweep (after
+each flush that ended jobs, and at every drain's start) releases the jobs whose dependencies all
+completed, cancels those one of whose dependencies failed or was cancelled, and turns each finished
+job's ``callbackUrl`` into a ``sluice.callback`` job. A drain killed between an outcome and its
+sweep loses nothing: the next sweep finds the same rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import pydantic
+import sqlalchemy as sa
+
+from .config import Settings
+from .errors import ValidationError
+from .logs import log_event
+from .models import Job, JobSpec
+from .store import flow as store
+from .store.jobs import NewJob, get_job, insert_jobs
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+CALLBACK_TYPE = "sluice.callback"
+
+
+def after_ids(given: Sequence[str] | None) -> list[str] | None:
+    """The ids an ``after`` names, in canonical form; 422 for one that is not a job id."""
+    if given is None:
+        return None
+    ids: list[str] = []
+    for index, text in enumerate(given):
+        try:
+            ids.append(str(uuid.UUID(text)))
+        except ValueError:
+            raise ValidationError(
+                "after names something that is not a job id", [{"loc": f"after.{index}", "msg": "not a job id"}]
+            ) from None
+    return list(dict.fromkeys(ids))
+
+
+def checked_callback_url(url: str | None, settings: Settings) -> str | None:
+    """The URL rules of an ``http`` job (scheme, host name, SSRF checks of an IP literal), at
+    enqueue; the host's addresses are checked again at every delivery."""
+    if url is None:
+        return None
+    from .handlers import http  # lazy: loaded with the built-in handlers anyway
+
+    try:
+        http.HttpPayload(url=url)
+        http.check_payload({"url": url}, settings)
+    except pydantic.ValidationError as exc:
+        msg = "; ".join(str(err["msg"]) for err in exc.errors(include_url=False, include_input=False))
+        raise ValidationError("callbackUrl is not valid", [{"loc": "callbackUrl", "msg": msg}]) from None
+    except ValidationError as exc:
+        details = exc.details if isinstance(exc.details, list) else []
+        msg = "; ".join(str(item.get("msg", "")) for item in details) or exc.message
+        raise ValidationError("callbackUrl is not valid", [{"loc": "callbackUrl", "msg": msg}]) from None
+    return url
+
+
+def check_after(conn: sa.Connection, new: Sequence[NewJob]) -> None:
+    """422 when an ``after`` names a job that does not exist or belongs to another tenant."""
+    wanted = [job for job in new if job.after_ids is not None]
+    if not wanted:
+        return
+    found = store.statuses(conn, [uuid.UUID(i) for job in wanted for i in job.after_ids or ()])
+    for job in wanted:
+        for index, text in enumerate(job.after_ids or ()):
+            seen = found.get(uuid.UUID(text))
+            if seen is None or seen[0] != job.tenant_id:
+                loc = f"after.{index}" if len(new) == 1 else f"jobs.{new.index(job)}.after.{index}"
+                raise ValidationError(f"after names no job {text}", [{"loc": loc, "msg": "no such job"}])
+
+
+def resolve_new(conn: sa.Connection, made: list[tuple[Job, bool]]) -> list[tuple[Job, bool]]:
+    """Jobs just inserted with ``after`` start held: release or cancel them at once if their
+    dependencies already decided it, and answer with what they became."""
+    ids = [uuid.UUID(job.id) for job, created in made if created and job.after is not None]
+    if not ids:
+        return made
+    changed = store.release_ready(conn, ids) + len(store.cancel_blocked(conn, ids))
+    if not changed:
+        return made
+    fresh = {str(i): get_job(conn, i) for i in ids}
+    return [(fresh.get(job.id) or job, created) for job, created in made]
+
+
+def settle(queue: Queue, conn: sa.Connection) -> None:
+    """One sweep (the caller's transaction): dependants released or cancelled, callbacks made."""
+    cancelled = store.cancel_blocked(conn)
+    released = store.release_ready(conn)
+    if cancelled or released:
+        log_event("flow.dependants", released=released, cancelled=len(cancelled))
+    finished = store.take_callbacks(conn)
+    if finished:
+        insert_jobs(conn, [_callback(queue, job) for job in finished])
+        log_event("flow.callbacks", enqueued=len(finished))
+
+
+def _callback(queue: Queue, job: Job) -> NewJob:
+    spec = JobSpec(
+        type=CALLBACK_TYPE,
+        payload={"url": job.callback_url, "jobId": job.id, "body": job.to_wire()},
+        tenant_id=job.tenant_id,
+        correlation_id=job.correlation_id,
+    )
+    return queue.prepare(spec)
+
+
+class SettleHook:
+    """``Drainer.on_settle``: a sweep after outcomes commit, in a transaction of its own."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+
+    def __call__(self, conn: sa.Connection) -> None:
+        settle(self.queue, conn)
