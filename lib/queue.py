@@ -172,7 +172,8 @@ class Queue:
             backoff_strategy=backoff.strategy,
             backoff_delay=backoff.delay_seconds,
             backoff_max=backoff.max_delay_seconds,
-            run_at=spec.run_at,
+            # Held until the jobs it names complete (lib/flow.py releases it).
+            run_at=store.HELD_RUN_AT if spec.after is not None else spec.run_at,
             delay_seconds=float(spec.delay_seconds or 0),
             tenant_id=tenant or spec.tenant_id,
             # A job that starts a chain correlates with itself: unique, and no second UUID to make.

@@ -45,6 +45,20 @@ class JSONDoc(sa.types.TypeDecorator[Any]):
         return dialect.type_descriptor(sa.JSON())
 
 
+class JSONOrNull(JSONDoc):
+    """JSONDoc where Python None is SQL NULL (not JSON null), so ``IS NULL`` finds it."""
+
+    impl = sa.JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(sa.JSON(none_as_null=True))
+
+
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -82,7 +96,7 @@ jobs = sa.Table(
     sa.Column("concurrency_key", sa.String(255)),
     sa.Column("concurrency_limit", sa.Integer()),
     sa.Column("debounce_key", sa.String(255)),
-    sa.Column("after_ids", JSONDoc()),
+    sa.Column("after_ids", JSONOrNull()),
     sa.Column("callback_url", sa.String(2048)),
     # The finished_at of the end whose callback job was enqueued (a sweep finds the ones not yet).
     sa.Column("callback_sent_at", UTCDateTime()),

@@ -181,3 +181,15 @@ def explode(payload: dict[str, Any]) -> None:
     """Fails two frames deep with a payload value in a local variable (never in the traceback)."""
     secret = payload["secret"]
     _check_length(len(secret))
+
+
+@job("test.visit", timeout=30)
+def visit(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Records the run like test.record, then calls a loopback receiver (``url``) that counts
+    requests in flight per ``key``."""
+    import urllib.request
+
+    with open(payload["file"], "a") as fh:
+        fh.write(f"{ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+    with urllib.request.urlopen(f"{payload['url']}?key={payload['key']}", timeout=20) as answer:  # noqa: S310
+        answer.read()

@@ -73,7 +73,7 @@ def cancel_blocked(conn: sa.Connection, only: Sequence[uuid.UUID] | None = None)
             WHERE w.status = 'pending' AND w.after_ids IS NOT NULL {scope}
               AND EXISTS (SELECT 1 FROM {each} JOIN sluice_jobs x ON {match}
                           WHERE x.status IN ('failed', 'cancelled'))
-            RETURNING w.id
+            RETURNING id
             """
         ).columns(id=jobs.c.id.type)
         found = list(conn.execute(stmt, params).scalars())
