@@ -22,6 +22,7 @@ JOB_KEYS = [
     "id", "type", "payload", "status", "priority", "attempts", "maxAttempts", "timeoutSeconds",
     "runAt", "createdAt", "startedAt", "finishedAt", "lastError", "result", "progress",
     "tenantId", "correlationId", "idempotencyKey", "step",
+    "concurrencyKey", "concurrencyLimit", "debounceKey", "after", "callbackUrl",
 ]  # fmt: skip
 SUMMARY_KEYS = ["processed", "succeeded", "retried", "failed", "durationMs", "remaining", "stoppedBy"]
 STATUS_KEYS = ["counts", "ready", "scheduled", "oldestReadyAgeSeconds", "byType", "lastDrain", "pending"]
