@@ -176,7 +176,7 @@ _CLAIM_PG = sa.text(
                priority, run_at
         FROM sluice_jobs
         WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now="now()")}
-        ORDER BY coalesce(tenant_id, ''), priority DESC, run_at, id
+        ORDER BY priority DESC, run_at, id
         LIMIT {_WINDOW}
         FOR UPDATE SKIP LOCKED
       ) c
@@ -244,7 +244,7 @@ _CLAIM_SQLITE = sa.text(
       FROM tenants JOIN sluice_jobs j ON j.id IN (
         SELECT id FROM sluice_jobs
         WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now=_SQLITE_NOW)}
-        ORDER BY coalesce(tenant_id, ''), priority DESC, run_at, id
+        ORDER BY priority DESC, run_at, id
         LIMIT {_WINDOW.replace("least(", "min(")}
       )
       WHERE tenants.t IS NOT NULL
