@@ -42,7 +42,12 @@ q.engine.dispose()
 def measure(tree: Path, url: str, n: int) -> float:
     env = {**os.environ, "PYTHONPATH": str(tree), "JOBS_LOG_LEVEL": "WARNING"}
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, url, str(n)], cwd=tree, env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", CHILD, url, str(n)],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["done"] == n, result

@@ -40,7 +40,8 @@ def after_ids(given: Sequence[str] | None) -> list[str] | None:
             ids.append(str(uuid.UUID(text)))
         except ValueError:
             raise ValidationError(
-                "after names something that is not a job id", [{"loc": f"after.{index}", "msg": "not a job id"}]
+                "after names something that is not a job id",
+                [{"loc": f"after.{index}", "msg": "not a job id"}],
             ) from None
     return list(dict.fromkeys(ids))
 

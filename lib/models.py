@@ -150,7 +150,9 @@ class JobSpec(JobOptions):
         if self.after is not None and (self.run_at is not None or self.delay_seconds is not None):
             raise ValueError("a job with after runs when those jobs complete: no runAt or delaySeconds")
         if self.debounce is not None and (self.run_at is not None or self.delay_seconds is not None):
-            raise ValueError("a debounced job runs debounce.seconds after the last enqueue: no runAt or delaySeconds")
+            raise ValueError(
+                "a debounced job runs debounce.seconds after the last enqueue: no runAt or delaySeconds"
+            )
         return self
 
 

@@ -65,8 +65,9 @@ def cancel_blocked(conn: sa.Connection, only: Sequence[uuid.UUID] | None = None)
     for _ in range(MAX_CANCEL_ROUNDS):
         stmt = sa.text(
             f"""
-            UPDATE sluice_jobs AS w SET status = 'cancelled', finished_at = {'now()' if dialect == 'postgresql'
-                else "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"},
+            UPDATE sluice_jobs AS w SET status = 'cancelled', finished_at = {
+                "now()" if dialect == "postgresql" else "strftime('%Y-%m-%d %H:%M:%f', 'now') || '000'"
+            },
               last_error = (SELECT 'dependency ' || d.value || ' ended ' || x.status
                             FROM {each} JOIN sluice_jobs x ON {match}
                             WHERE x.status IN ('failed', 'cancelled') LIMIT 1)
@@ -113,4 +114,3 @@ def take_callbacks(conn: sa.Connection) -> list[Job]:
         .returning(*JOB_COLUMNS)
     )
     return [to_job(row) for row in conn.execute(stmt)]
-

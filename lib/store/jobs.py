@@ -98,7 +98,9 @@ def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
     job holding a key may be deleted (cleanup, erase) between the insert that saw it and the
     read-back, and then this batch's job is inserted after all."""
     debounced = {job.id: _insert_debounced(conn, job) for job in new if job.debounce_key is not None}
-    times = _insert(conn, [job for job in new if job.debounce_key is None]) if len(debounced) < len(new) else {}
+    times = (
+        _insert(conn, [job for job in new if job.debounce_key is None]) if len(debounced) < len(new) else {}
+    )
     missing = [job for job in new if job.id not in times and job.id not in debounced]
     existing: dict[tuple[str, str | None], Job] = {}
     for _ in range(KEY_ROUNDS):

@@ -90,5 +90,12 @@ def downgrade() -> None:
         "ix_sluice_jobs_fair",
     ):
         op.drop_index(name, "sluice_jobs")
-    for column in ("callback_sent_at", "callback_url", "after_ids", "debounce_key", "concurrency_limit", "concurrency_key"):
+    for column in (
+        "callback_sent_at",
+        "callback_url",
+        "after_ids",
+        "debounce_key",
+        "concurrency_limit",
+        "concurrency_key",
+    ):
         op.drop_column("sluice_jobs", column)

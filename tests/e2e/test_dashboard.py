@@ -254,7 +254,12 @@ def test_the_job_page_shows_attempts_tracebacks_and_step(page: Page, site: tuple
 def test_the_job_page_shows_concurrency_key_and_dependencies(page: Page, site: tuple[str, Queue]) -> None:
     base, _ = site
     first = enqueue(base, {"type": "test.greet", "payload": {"name": "a"}})
-    body = {"type": "test.greet", "payload": {"name": "b"}, "after": [first["id"]], "concurrencyKey": "user-7"}
+    body = {
+        "type": "test.greet",
+        "payload": {"name": "b"},
+        "after": [first["id"]],
+        "concurrencyKey": "user-7",
+    }
     second = enqueue(base, {**body, "concurrencyLimit": 3})
     page.goto(base + "/")
     sign_in(page, ADMIN_KEY)

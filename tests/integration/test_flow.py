@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -168,7 +169,9 @@ def test_concurrent_claims_count_a_key_exactly(queue: Queue) -> None:
 
 def test_one_tenants_backlog_does_not_hold_another_back(queue: Queue) -> None:
     for start in range(0, 100_000, 1000):
-        queue.enqueue_many([JobSpec(type="noop", payload={"n": n}, tenant_id="a") for n in range(start, start + 1000)])
+        queue.enqueue_many(
+            [JobSpec(type="noop", payload={"n": n}, tenant_id="a") for n in range(start, start + 1000)]
+        )
     late = {job.id for job in queue.enqueue_many([JobSpec(type="noop", tenant_id="b") for _ in range(10)])}
 
     batch = _claim(queue, 100)
@@ -181,7 +184,14 @@ def test_one_tenants_backlog_does_not_hold_another_back(queue: Queue) -> None:
             plan = "\n".join(
                 conn.execute(
                     sa.text(f"EXPLAIN {claim_store._CLAIM_PG.element.text}"),
-                    {"limit": 100, "grace": 30, "token": uuid.uuid4(), "hold": 120, "tenants": 100, "keyed": False},
+                    {
+                        "limit": 100,
+                        "grace": 30,
+                        "token": uuid.uuid4(),
+                        "hold": 120,
+                        "tenants": 100,
+                        "keyed": False,
+                    },
                 ).scalars()
             )
         assert "Seq Scan on sluice_jobs" not in plan, plan
@@ -195,7 +205,9 @@ def test_a_burst_with_one_debounce_key_runs_once_with_the_last_payload(queue: Qu
     path = tmp_path / "runs.log"
     made = [
         queue.submit(
-            JobSpec(type="test.record", payload={"file": str(path), "n": n}, debounce={"key": "d", "seconds": 2})
+            JobSpec(
+                type="test.record", payload={"file": str(path), "n": n}, debounce={"key": "d", "seconds": 2}
+            )
         )
         for n in range(100)
     ]
@@ -303,10 +315,14 @@ def test_a_callback_is_posted_once_per_end(queue: Queue) -> None:
         queue.drain(max_jobs=10)
         queue.drain(max_jobs=10)
         assert queue.drain(max_jobs=10).processed == 0
-        by_job = {headers["Sluice-Callback-For"]: (headers, json.loads(body)) for headers, body in server.seen}
+        by_job = {
+            headers["Sluice-Callback-For"]: (headers, json.loads(body)) for headers, body in server.seen
+        }
         assert len(server.seen) == 2 and set(by_job) == {ok.id, bad.id}
         headers, body = by_job[ok.id]
-        assert body["id"] == ok.id and body["status"] == "completed" and body["result"]["greeting"] == "hello x"
+        assert (
+            body["id"] == ok.id and body["status"] == "completed" and body["result"]["greeting"] == "hello x"
+        )
         assert headers["Sluice-Signature"].startswith("v1=")
         assert by_job[bad.id][1]["status"] == "failed"
         assert count(queue, "type = 'sluice.callback' AND status = 'completed'") == 2
@@ -330,3 +346,61 @@ def test_a_sweep_makes_what_a_killed_drain_did_not(queue: Queue) -> None:
     queue.drainer.on_settle = hook
     assert queue.drain(max_jobs=10).processed == 1
     assert queue.get(b.id).status == "completed"
+
+
+# -- over HTTP ------------------------------------------------------------------------------------
+
+ADMIN = {"x-api-key": "k1"}
+
+
+def test_the_api_takes_and_shows_the_flow_fields(client: Any, queue: Queue) -> None:
+    body = {"type": "test.greet", "payload": {"name": "a"}, "concurrencyKey": "u1", "concurrencyLimit": 3}
+    first = client.post("/api/jobs", json=body, headers=ADMIN)
+    assert first.status_code == 201
+    made = first.get_json()
+    assert (made["concurrencyKey"], made["concurrencyLimit"], made["after"]) == ("u1", 3, None)
+
+    burst = {"type": "test.greet", "payload": {"name": "b"}, "debounce": {"key": "d", "seconds": 5}}
+    assert client.post("/api/jobs", json=burst, headers=ADMIN).status_code == 201
+    again = client.post("/api/jobs", json={**burst, "payload": {"name": "c"}}, headers=ADMIN)
+    assert again.status_code == 200 and again.get_json()["payload"] == {"name": "c", "times": 1}
+
+    waiting = client.post("/api/jobs", json={"type": "noop", "after": [made["id"]]}, headers=ADMIN)
+    assert waiting.status_code == 201 and waiting.get_json()["after"] == [made["id"]]
+
+    batch = {"jobs": [{"type": "noop", "concurrencyKey": "u2"}, {"type": "noop", "after": [made["id"]]}]}
+    answer = client.post("/api/jobs/batch", json=batch, headers=ADMIN)
+    assert answer.status_code == 201
+    assert [j["concurrencyLimit"] for j in answer.get_json()["jobs"]] == [1, None]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"concurrencyLimit": 2}, None),
+        ({"concurrencyKey": "k", "concurrencyLimit": 0}, "concurrencyLimit"),
+        ({"concurrencyKey": ""}, "concurrencyKey"),
+        ({"debounce": {"key": "d", "seconds": 0}}, "debounce.seconds"),
+        ({"debounce": {"key": "d", "seconds": 5}, "idempotencyKey": "i"}, None),
+        ({"after": []}, "after"),
+        ({"after": [str(uuid.uuid4())]}, "after.0"),
+        ({"after": ["x"] * 101}, "after"),
+        ({"callbackUrl": "file:///etc/passwd"}, "callbackUrl"),
+    ],
+)
+def test_the_api_refuses_bad_flow_fields(
+    client: Any, queue: Queue, body: dict[str, Any], loc: str | None
+) -> None:
+    answer = client.post("/api/jobs", json={"type": "noop", **body}, headers=ADMIN)
+    assert answer.status_code == 422, answer.get_json()
+    details = answer.get_json()["error"].get("details") or []
+    if loc is not None:
+        assert loc in [d["loc"] for d in details], details
+    assert count(queue) == 0
+
+
+def test_the_openapi_document_covers_the_flow_fields(client: Any) -> None:
+    doc = client.get("/api/openapi.json").get_json()
+    text = str(doc)
+    for name in ("concurrencyKey", "concurrencyLimit", "debounce", "after", "callbackUrl", "debounceKey"):
+        assert f"'{name}'" in text, name
