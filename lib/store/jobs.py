@@ -364,11 +364,14 @@ def cancel_values(dialect: str) -> dict[str, Any]:
 
 
 def retry_values(dialect: str) -> dict[str, Any]:
-    """Back to pending and due now, attempts reset; lastError stays as history."""
+    """Back to pending and due now, attempts reset; lastError stays as history. A job with
+    ``after`` is held again until its dependencies complete (the next sweep decides)."""
     return {
         "status": "pending",
         "attempts": 0,
-        "run_at": now(dialect),
+        "run_at": sa.case(
+            (jobs.c.after_ids.is_(None), now(dialect)), else_=sa.literal(HELD_RUN_AT, UTCDateTime())
+        ),
         "started_at": None,
         "finished_at": None,
         "result": None,

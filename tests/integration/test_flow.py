@@ -404,3 +404,18 @@ def test_the_openapi_document_covers_the_flow_fields(client: Any) -> None:
     text = str(doc)
     for name in ("concurrencyKey", "concurrencyLimit", "debounce", "after", "callbackUrl", "debounceKey"):
         assert f"'{name}'" in text, name
+
+
+def test_a_retried_dependant_waits_for_its_dependencies_again(queue: Queue) -> None:
+    a = queue.enqueue("test.permanent", {})
+    b = queue.enqueue("test.greet", {"name": "b"}, after=[a.id])
+    queue.drain(max_jobs=10)
+    assert queue.get(b.id).status == "cancelled"
+    # Both retried: b must not run before a completes (a fails again, so b is cancelled again).
+    queue.retry(a.id)
+    retried = queue.retry(b.id)
+    assert retried.status == "pending" and retried.run_at.year == 9999
+    queue.drain(max_jobs=10)
+    assert queue.get(a.id).status == "failed"
+    again = queue.get(b.id)
+    assert again.status == "cancelled" and again.attempts == 0
