@@ -95,6 +95,8 @@ def resolve_new(conn: sa.Connection, made: list[tuple[Job, bool]]) -> list[tuple
 
 def settle(queue: Queue, conn: sa.Connection) -> None:
     """One sweep (the caller's transaction): dependants released or cancelled, callbacks made."""
+    if not store.anything_to_settle(conn):
+        return
     cancelled = store.cancel_blocked(conn)
     released = store.release_ready(conn)
     if cancelled or released:

@@ -195,16 +195,46 @@ _CLAIM_PG = sa.text(
     """
 ).columns(payload=JSONDoc())
 
-# Keyed claims take turns (a transaction-level lock, released at commit), and only when keyed
-# jobs are due: a queue of plain jobs never waits on it.
+# Plain jobs of one tenant (the common case) keep the claim that needs no fair share: the same
+# statement as before concurrency keys, which leaves keyed jobs to the full claim above.
+_CLAIM_PG_PLAIN = sa.text(
+    f"""
+    WITH claimed AS (
+      UPDATE sluice_jobs SET
+        status = 'processing', attempts = attempts + 1, started_at = now(), finished_at = NULL,
+        lease_expires_at = now() + make_interval(secs => least(timeout_seconds, :hold) + :grace),
+        claim_token = :token
+      WHERE id = ANY(ARRAY(
+        SELECT id FROM sluice_jobs
+        WHERE status = 'pending' AND run_at <= now() AND concurrency_key IS NULL
+        ORDER BY priority DESC, run_at, id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+      ))
+      RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    )
+    SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
+    """
+).columns(payload=JSONDoc())
+
+# Which claim to run, in one round trip: are keyed jobs due (then claims of keyed jobs take turns
+# on a transaction-level lock, released at commit, so two drains can't both see a free slot), and
+# do pending jobs belong to more than one tenant (lowest and highest tenant differ)?
 KEYED_LOCK = 0x51C3_0001
-_LOCK_KEYED_PG = sa.text(
-    """
-    SELECT pg_advisory_xact_lock(:lock) FROM (
-      SELECT 1 FROM sluice_jobs
-      WHERE status = 'pending' AND concurrency_key IS NOT NULL AND run_at <= now() LIMIT 1
-    ) AS due
-    """
+_PROBE = """
+    SELECT
+      CASE WHEN EXISTS (SELECT 1 FROM sluice_jobs
+                        WHERE status = 'pending' AND concurrency_key IS NOT NULL AND run_at <= {now})
+           THEN {lock} ELSE 0 END,
+      (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
+       ORDER BY coalesce(tenant_id, '') LIMIT 1)
+      IS NOT (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
+              ORDER BY coalesce(tenant_id, '') DESC LIMIT 1)
+"""
+_PROBE_PG = sa.text(
+    _PROBE.format(now="now()", lock="(SELECT 1 FROM pg_advisory_xact_lock(:lock))").replace(
+        "IS NOT (", "IS DISTINCT FROM ("
+    )
 )
 # How many tenants one claim shares a batch between (the rest wait for a later batch).
 MAX_TENANTS = 500
@@ -216,24 +246,33 @@ def claim_batch(
     """Claim up to ``limit`` due jobs in one statement: tenants in turns, each one's jobs highest
     priority first, then FIFO, no concurrency key past its limit; each leased for
     min(timeout, ``hold``) + ``grace`` seconds."""
-    params = {
-        "limit": limit,
-        "grace": grace,
-        "token": token,
-        "hold": hold,
-        "tenants": min(MAX_TENANTS, limit),
-    }
-    if conn.dialect.name == "postgresql":
-        keyed = conn.execute(_LOCK_KEYED_PG, {"lock": KEYED_LOCK}).first() is not None
-        rows: Sequence[Any] = conn.execute(_CLAIM_PG, {**params, "keyed": keyed}).all()
+    params: dict[str, Any] = {"limit": limit, "grace": grace, "token": token, "hold": hold}
+    postgres = conn.dialect.name == "postgresql"
+    if not postgres:
+        params["token"] = token.hex
+    probe = _PROBE_PG if postgres else _PROBE_SQLITE
+    keyed, tenants = conn.execute(probe, {"lock": KEYED_LOCK}).one()
+    if not keyed and not tenants:
+        stmt = _CLAIM_PG_PLAIN if postgres else _CLAIM_SQLITE_PLAIN
     else:
-        rows = _claim_sqlite(conn, {**params, "token": token.hex, "keyed": True})
+        params.update(keyed=bool(keyed), tenants=min(MAX_TENANTS, limit))
+        stmt = _CLAIM_PG if postgres else _CLAIM_SQLITE
+    rows: Sequence[Any] = conn.execute(stmt, params).all()
+    if not postgres:
+        # RETURNING has no order; run in claim order.
+        rows = sorted(rows, key=lambda r: (-r.priority, r.run_at, r.id))
     return [
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], _backoff(r[6], r[7], r[8]), r[9], r[10]) for r in rows
     ]
 
 
 _SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+_SQLITE_CLAIMED = f"""
+    UPDATE sluice_jobs SET
+      status = 'processing', attempts = attempts + 1, started_at = {_SQLITE_NOW}, finished_at = NULL,
+      lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now',
+                                  (min(timeout_seconds, :hold) + :grace) || ' seconds') || '000',
+      claim_token = :token"""
 # SQLite serialises writers (BEGIN IMMEDIATE), so the busy count is exact without a lock.
 _CLAIM_SQLITE = sa.text(
     f"""
@@ -250,25 +289,23 @@ _CLAIM_SQLITE = sa.text(
       WHERE tenants.t IS NOT NULL
     ),
     {_PICK}
-    UPDATE sluice_jobs SET
-      status = 'processing', attempts = attempts + 1, started_at = {_SQLITE_NOW}, finished_at = NULL,
-      lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now',
-                                  (min(timeout_seconds, :hold) + :grace) || ' seconds') || '000',
-      claim_token = :token
+    {_SQLITE_CLAIMED}
     WHERE id IN (SELECT id FROM allowed ORDER BY turn, priority DESC, run_at, id LIMIT :limit)
     RETURNING {_CLAIM_COLUMNS}, priority, run_at
     """
 ).columns(id=sa.Uuid(), payload=JSONDoc(), tenant_id=sa.String(), correlation_id=sa.String())
 
 
-def _claim_sqlite(conn: sa.Connection, params: dict[str, Any]) -> Sequence[Any]:
-    # RETURNING has no order; run in claim order.
-    return sorted(conn.execute(_CLAIM_SQLITE, params).all(), key=lambda r: (-r.priority, r.run_at, r.id))
-
-
-def _held(timeout: sa.ColumnElement[int], hold: int) -> sa.ColumnElement[float]:
-    """min(timeout, hold) on SQLite (its two-argument min() is PostgreSQL's least())."""
-    return sa.func.min(timeout, hold, type_=sa.Float())
+_CLAIM_SQLITE_PLAIN = sa.text(
+    f"""
+    {_SQLITE_CLAIMED}
+    WHERE id IN (SELECT id FROM sluice_jobs
+                 WHERE status = 'pending' AND run_at <= {_SQLITE_NOW} AND concurrency_key IS NULL
+                 ORDER BY priority DESC, run_at, id LIMIT :limit)
+    RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    """
+).columns(id=sa.Uuid(), payload=JSONDoc(), tenant_id=sa.String(), correlation_id=sa.String())
+_PROBE_SQLITE = sa.text(_PROBE.format(now=_SQLITE_NOW, lock="1"))
 
 
 def start_job(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, grace: int) -> bool:

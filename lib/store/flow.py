@@ -114,3 +114,18 @@ def take_callbacks(conn: sa.Connection) -> list[Job]:
         .returning(*JOB_COLUMNS)
     )
     return [to_job(row) for row in conn.execute(stmt)]
+
+
+# One cheap read before any sweep: nearly every flush of a queue without dependencies or
+# callbacks ends here (each probe is the predicate of a small partial index).
+_ANYTHING = sa.text(
+    """
+    SELECT EXISTS (SELECT 1 FROM sluice_jobs WHERE status = 'pending' AND after_ids IS NOT NULL)
+        OR EXISTS (SELECT 1 FROM sluice_jobs WHERE callback_url IS NOT NULL AND callback_sent_at IS NULL
+                   AND status IN ('completed', 'failed'))
+    """
+)
+
+
+def anything_to_settle(conn: sa.Connection) -> bool:
+    return bool(conn.execute(_ANYTHING).scalar())
