@@ -18,7 +18,7 @@ import pydantic
 import sqlalchemy as sa
 
 from .config import Settings
-from .errors import ValidationError
+from .errors import SluiceError, ValidationError
 from .logs import log_event
 from .models import Job, JobSpec
 from .store import flow as store
@@ -102,19 +102,26 @@ def settle(queue: Queue, conn: sa.Connection) -> None:
     if cancelled or released:
         log_event("flow.dependants", released=released, cancelled=len(cancelled))
     finished = store.take_callbacks(conn)
-    if finished:
-        insert_jobs(conn, [_callback(queue, job) for job in finished])
-        log_event("flow.callbacks", enqueued=len(finished))
+    calls = [call for call in (_callback(queue, job) for job in finished) if call is not None]
+    if calls:
+        insert_jobs(conn, calls)
+        log_event("flow.callbacks", enqueued=len(calls))
 
 
-def _callback(queue: Queue, job: Job) -> NewJob:
+def _callback(queue: Queue, job: Job) -> NewJob | None:
     spec = JobSpec(
         type=CALLBACK_TYPE,
         payload={"url": job.callback_url, "jobId": job.id, "body": job.to_wire()},
         tenant_id=job.tenant_id,
         correlation_id=job.correlation_id,
     )
-    return queue.prepare(spec)
+    try:
+        return queue.prepare(spec)
+    except SluiceError as exc:
+        # The URL passed at enqueue; a setting changed since (JOBS_HTTP_ALLOW_HOSTS) refuses it
+        # now. Skipped and logged: retrying could never succeed and would block the sweep.
+        log_event("flow.callback_refused", jobId=job.id, error=exc.message)
+        return None
 
 
 class SettleHook:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import sqlalchemy as sa
 from lib import Queue
 from lib.errors import ValidationError
 from lib.models import JobSpec
+from lib.schedules import enqueue_due, put_schedule
 from lib.schema import jobs
 from lib.store import claim as claim_store
 from tests.conftest import count, make_queue
@@ -419,3 +421,34 @@ def test_a_retried_dependant_waits_for_its_dependencies_again(queue: Queue) -> N
     assert queue.get(a.id).status == "failed"
     again = queue.get(b.id)
     assert again.status == "cancelled" and again.attempts == 0
+
+
+def test_a_callback_refused_by_a_changed_allow_list_does_not_block_the_sweep(queue: Queue) -> None:
+    _allow_loopback(queue)
+    job = queue.enqueue("noop", {}, callback_url="http://127.0.0.1:9/done")
+    blocked = queue.enqueue("noop", {}, after=[job.id])
+    queue.settings = queue.settings.model_copy(update={"jobs_http_allow_hosts": ""})
+    queue.drain(max_jobs=10)
+    assert queue.get(blocked.id).status == "completed"
+    assert count(queue, "type = 'sluice.callback'") == 0
+    assert count(queue, "callback_sent_at IS NOT NULL") == 1
+
+
+def test_a_schedule_passes_its_concurrency_key_and_callback_to_its_jobs(queue: Queue) -> None:
+    _allow_loopback(queue)
+    spec = {
+        "cron": "* * * * *",
+        "type": "noop",
+        "concurrencyKey": "nightly",
+        "callbackUrl": "http://127.0.0.1:9/x",
+    }
+    put_schedule(queue, "flow", spec, now=datetime(2026, 5, 1, 10, 0, tzinfo=UTC))
+    with queue.engine.begin() as conn:
+        made = enqueue_due(queue, conn, datetime(2026, 5, 1, 10, 1, 30, tzinfo=UTC))
+    assert [(m.job.concurrency_key, m.job.concurrency_limit, m.job.callback_url) for m in made] == [
+        ("nightly", 1, "http://127.0.0.1:9/x")
+    ]
+    with pytest.raises(ValidationError):
+        put_schedule(
+            queue, "bad", {"cron": "* * * * *", "type": "noop", "debounce": {"key": "d", "seconds": 5}}
+        )
