@@ -154,17 +154,19 @@ sa.Index(
 )
 # Fair share: the claim walks the tenants with pending jobs (a skip scan), then each one's jobs
 # in claim order. NULL tenants share the '' slot, like idempotency keys.
-sa.Index(
-    "ix_sluice_jobs_fair",
-    IDEMPOTENCY_TENANT,
-    jobs.c.priority.desc(),
-    jobs.c.run_at,
-    jobs.c.id,
-    postgresql_where=_pending,
-    sqlite_where=_pending,
-)
+# Plain and keyed jobs apart, so a backlog of one never slows the claim of the other.
+_plain_pending = sa.text("status = 'pending' AND concurrency_key IS NULL")
 _keyed_pending = sa.text("status = 'pending' AND concurrency_key IS NOT NULL")
-sa.Index("ix_sluice_jobs_keyed", jobs.c.run_at, postgresql_where=_keyed_pending, sqlite_where=_keyed_pending)
+for _name, _where in (("ix_sluice_jobs_fair", _plain_pending), ("ix_sluice_jobs_keyed", _keyed_pending)):
+    sa.Index(
+        _name,
+        IDEMPOTENCY_TENANT,
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=_where,
+        sqlite_where=_where,
+    )
 _busy = sa.text("status = 'processing' AND concurrency_key IS NOT NULL")
 sa.Index(
     "ix_sluice_jobs_busy_keys",

@@ -120,24 +120,38 @@ _CLAIM_COLUMNS = (
 )
 
 # Fair share and concurrency keys, in the claim itself:
-# - tenants: the tenants with pending jobs, walked on ix_sluice_jobs_fair (one index probe each, at
-#   most :tenants of them), so a backlog of 100,000 jobs of one tenant costs nothing to skip;
-# - candidates: each tenant's first due jobs in claim order, at most 2 * limit / (tenants) each (all
-#   of one tenant's share when it is alone), leaving out keys already at their limit;
+# - tenants: the tenants with pending jobs, walked on ix_sluice_jobs_fair and ix_sluice_jobs_keyed
+#   (one index probe each, at most :tenants of them), so a backlog of 100,000 jobs of one tenant
+#   costs nothing to skip;
+# - candidates: each tenant's first due jobs in claim order, plain and keyed apart (a backlog of
+#   one key never crowds plain jobs out), at most 2 * limit / (tenants) of each (all of one
+#   tenant's share when it is alone); keys already at their limit are left out;
 # - busy: jobs processing per (tenant, concurrency key); a key gets at most limit - busy more;
 # - the batch takes the tenants' jobs in turns (row_number per tenant), so B's 10 jobs come in
 #   the next batch however long A's backlog is.
 # Keyed jobs are candidates only when the claim holds KEYED_LOCK (see claim_batch), so counting
 # busy keys is exact: READ COMMITTED gives this statement a snapshot taken after the lock, and
 # every claim that added to a key committed before releasing it.
-_FAIR = """
+_PLAIN = "status = 'pending' AND concurrency_key IS NULL"
+_KEYED = "status = 'pending' AND concurrency_key IS NOT NULL"
+
+
+def _next_tenant(after: str, least: str) -> str:
+    """The lowest tenant above ``after`` with a pending job, plain or keyed (two index probes)."""
+    probes = [
+        f"(SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE {which}{after} "
+        "ORDER BY coalesce(tenant_id, '') LIMIT 1)"
+        for which in (_PLAIN, _KEYED)
+    ]
+    return least.format(a=probes[0], b=probes[1])
+
+
+def _fair(least: str) -> str:
+    return f"""
     tenants(t, n) AS (
-      SELECT (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
-              ORDER BY coalesce(tenant_id, '') LIMIT 1) AS t, 1 AS n
+      SELECT {_next_tenant("", least)} AS t, 1 AS n
       UNION ALL
-      SELECT (SELECT coalesce(tenant_id, '') FROM sluice_jobs
-              WHERE status = 'pending' AND coalesce(tenant_id, '') > tenants.t
-              ORDER BY coalesce(tenant_id, '') LIMIT 1), n + 1
+      SELECT {_next_tenant(" AND coalesce(tenant_id, '') > tenants.t", least)}, n + 1
       FROM tenants WHERE tenants.t IS NOT NULL AND n < :tenants
     ),
     busy AS (
@@ -145,6 +159,8 @@ _FAIR = """
       WHERE status = 'processing' AND concurrency_key IS NOT NULL AND :keyed
       GROUP BY coalesce(tenant_id, ''), concurrency_key
     )"""
+
+
 _PICK = """
     ranked AS (
       SELECT c.id, c.t, c.k, c.priority, c.run_at,
@@ -157,30 +173,38 @@ _PICK = """
              row_number() OVER (PARTITION BY t ORDER BY priority DESC, run_at, id) AS turn
       FROM ranked WHERE k IS NULL OR in_key <= room
     )"""
-_CANDIDATE_FILTER = """
-        status = 'pending' AND run_at <= {now}
-        AND (concurrency_key IS NULL OR (:keyed AND NOT EXISTS (
+_FREE_KEY = """:keyed AND NOT EXISTS (
           SELECT 1 FROM busy WHERE busy.t = coalesce(sluice_jobs.tenant_id, '')
-            AND busy.k = sluice_jobs.concurrency_key AND busy.n >= sluice_jobs.concurrency_limit)))"""
-_WINDOW = "(SELECT least(:limit, (2 * :limit + count(*) - 1) / count(*)) FROM tenants WHERE t IS NOT NULL)"
+            AND busy.k = sluice_jobs.concurrency_key AND busy.n >= sluice_jobs.concurrency_limit)"""
+_CANDIDATE = """
+        SELECT id, coalesce(tenant_id, '') AS t, concurrency_key AS k, concurrency_limit AS lim,
+               priority, run_at
+        FROM sluice_jobs
+        WHERE coalesce(tenant_id, '') = tenants.t AND {which} AND run_at <= {now} AND {extra}
+        ORDER BY priority DESC, run_at, id
+        LIMIT (SELECT {least}(:limit, (2 * :limit + count(*) - 1) / count(*))
+               FROM tenants WHERE t IS NOT NULL)"""
+
+
+def _candidates_pg(which: str, extra: str) -> str:
+    candidate = _CANDIDATE.format(which=which, now="now()", extra=extra, least="least")
+    return f"""
+      SELECT c.* FROM tenants, LATERAL ({candidate}
+        FOR UPDATE SKIP LOCKED
+      ) c
+      WHERE tenants.t IS NOT NULL"""
+
 
 # SKIP LOCKED lets overlapping drains take disjoint batches. ARRAY(subquery) runs the locking
 # part exactly once (an IN or a join may rescan it and lock more rows than it claims); sorting
 # the claimed rows on the server keeps the client from comparing UUIDs.
 _CLAIM_PG = sa.text(
     f"""
-    WITH RECURSIVE {_FAIR},
+    WITH RECURSIVE {_fair("least({a}, {b})")},
     candidates AS MATERIALIZED (
-      SELECT c.* FROM tenants, LATERAL (
-        SELECT id, coalesce(tenant_id, '') AS t, concurrency_key AS k, concurrency_limit AS lim,
-               priority, run_at
-        FROM sluice_jobs
-        WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now="now()")}
-        ORDER BY priority DESC, run_at, id
-        LIMIT {_WINDOW}
-        FOR UPDATE SKIP LOCKED
-      ) c
-      WHERE tenants.t IS NOT NULL
+      {_candidates_pg(_PLAIN, "true")}
+      UNION ALL
+      {_candidates_pg(_KEYED, _FREE_KEY)}
     ),
     {_PICK},
     claimed AS (
@@ -226,9 +250,10 @@ _PROBE = """
       CASE WHEN EXISTS (SELECT 1 FROM sluice_jobs
                         WHERE status = 'pending' AND concurrency_key IS NOT NULL AND run_at <= {now})
            THEN {lock} ELSE 0 END,
-      (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
+      (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending' AND concurrency_key IS NULL
        ORDER BY coalesce(tenant_id, '') LIMIT 1)
-      IS NOT (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending'
+      IS NOT (SELECT coalesce(tenant_id, '') FROM sluice_jobs
+              WHERE status = 'pending' AND concurrency_key IS NULL
               ORDER BY coalesce(tenant_id, '') DESC LIMIT 1)
 """
 _PROBE_PG = sa.text(
@@ -273,20 +298,25 @@ _SQLITE_CLAIMED = f"""
       lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now',
                                   (min(timeout_seconds, :hold) + :grace) || ' seconds') || '000',
       claim_token = :token"""
+
+
+def _candidates_sqlite(which: str, extra: str) -> str:
+    candidate = _CANDIDATE.format(which=which, now=_SQLITE_NOW, extra=extra, least="min")
+    return f"""
+      SELECT j.id, coalesce(j.tenant_id, '') AS t, j.concurrency_key AS k, j.concurrency_limit AS lim,
+             j.priority, j.run_at
+      FROM tenants JOIN sluice_jobs j ON j.id IN (SELECT id FROM ({candidate}))
+      WHERE tenants.t IS NOT NULL"""
+
+
 # SQLite serialises writers (BEGIN IMMEDIATE), so the busy count is exact without a lock.
 _CLAIM_SQLITE = sa.text(
     f"""
-    WITH RECURSIVE {_FAIR},
+    WITH RECURSIVE {_fair("min(coalesce({a}, {b}), coalesce({b}, {a}))")},
     candidates AS (
-      SELECT j.id, coalesce(j.tenant_id, '') AS t, j.concurrency_key AS k, j.concurrency_limit AS lim,
-             j.priority, j.run_at
-      FROM tenants JOIN sluice_jobs j ON j.id IN (
-        SELECT id FROM sluice_jobs
-        WHERE coalesce(tenant_id, '') = tenants.t AND {_CANDIDATE_FILTER.format(now=_SQLITE_NOW)}
-        ORDER BY priority DESC, run_at, id
-        LIMIT {_WINDOW.replace("least(", "min(")}
-      )
-      WHERE tenants.t IS NOT NULL
+      {_candidates_sqlite(_PLAIN, "1")}
+      UNION ALL
+      {_candidates_sqlite(_KEYED, _FREE_KEY)}
     ),
     {_PICK}
     {_SQLITE_CLAIMED}

@@ -452,3 +452,12 @@ def test_a_schedule_passes_its_concurrency_key_and_callback_to_its_jobs(queue: Q
         put_schedule(
             queue, "bad", {"cron": "* * * * *", "type": "noop", "debounce": {"key": "d", "seconds": 5}}
         )
+
+
+def test_a_keys_backlog_does_not_hold_plain_jobs_back(queue: Queue) -> None:
+    specs = [JobSpec(type="noop", payload={"n": n}, concurrency_key="k") for n in range(1000)]
+    queue.enqueue_many(specs)
+    plain = queue.enqueue("noop", {})
+    batch = _claim(queue, 50)
+    assert plain.id in {str(job.id) for job in batch}
+    assert len(batch) == 2  # and exactly one of k (its limit)

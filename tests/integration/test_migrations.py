@@ -25,6 +25,7 @@ from tests.conftest import create_pg_database, drop_pg_database
 EXPRESSION_INDEXES = {
     "ux_sluice_jobs_idempotency",
     "ix_sluice_jobs_fair",
+    "ix_sluice_jobs_keyed",
     "ix_sluice_jobs_busy_keys",
     "ux_sluice_jobs_debounce",
 }
