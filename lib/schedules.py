@@ -36,15 +36,9 @@ NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 MAX_CATCH_UP = 100  # slots one drain enqueues for one catchUp schedule
 MAX_DUE = 500  # schedules one drain looks at; the rest wait for the next drain
 MAX_STEPS = 100_000  # cron candidates examined per search (a repeated hour skips up to 60)
-OPTION_FIELDS = {
-    "priority",
-    "max_attempts",
-    "timeout_seconds",
-    "backoff",
-    "concurrency_key",
-    "concurrency_limit",
-    "callback_url",
-}
+OPTION_FIELDS = {"priority", "max_attempts", "timeout_seconds", "backoff"}
+# Stored only when given, so the options of schedules that use none of them stay as they were.
+FLOW_OPTION_FIELDS = {"concurrency_key", "concurrency_limit", "callback_url"}
 
 _MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
 _DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
@@ -222,7 +216,9 @@ class ScheduleSpec(JobOptions):
 
     def options(self) -> dict[str, Any]:
         """The job options a slot's job gets (tenantId has a column of its own)."""
-        return self.model_dump(mode="json", by_alias=True, include=OPTION_FIELDS)
+        options = self.model_dump(mode="json", by_alias=True, include=OPTION_FIELDS)
+        flow = self.model_dump(mode="json", by_alias=True, include=FLOW_OPTION_FIELDS, exclude_none=True)
+        return {**options, **flow}
 
 
 class Schedule(BaseModel):

@@ -50,9 +50,9 @@ def trusted_job(values: dict[str, Any]) -> Job:
 
 def to_job(row: Any) -> Job:
     """A database row → Job, trusting the row (no validation on the way out)."""
-    values = dict(row._mapping)
+    # The column after_ids is the job's ``after``, in its place among the fields.
+    values = {("after" if name == "after_ids" else name): value for name, value in row._mapping.items()}
     values["id"] = str(values["id"])
-    values["after"] = values.pop("after_ids")
     if values["status"] == "completed":
         # A finished job is all done, whatever the handler last reported (API.md).
         values["progress"] = 100
