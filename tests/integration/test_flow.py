@@ -461,3 +461,34 @@ def test_a_keys_backlog_does_not_hold_plain_jobs_back(queue: Queue) -> None:
     batch = _claim(queue, 50)
     assert plain.id in {str(job.id) for job in batch}
     assert len(batch) == 2  # and exactly one of k (its limit)
+
+
+def test_concurrent_enqueues_with_one_debounce_key_make_one_job(db_url: str) -> None:
+    queues = [make_queue(db_url) for _ in range(8)]
+    barrier = threading.Barrier(len(queues))
+    made: list[tuple[str, bool]] = []
+    errors: list[BaseException] = []
+
+    def burst(q: Queue, who: int) -> None:
+        try:
+            barrier.wait()
+            for n in range(20):
+                spec = JobSpec(
+                    type="noop", payload={"who": who, "n": n}, debounce={"key": "d", "seconds": 60}
+                )
+                item = q.submit(spec)
+                made.append((item.job.id, item.created))
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=burst, args=(q, i)) for i, q in enumerate(queues)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    assert errors == []
+    assert len(made) == 160 and len({job_id for job_id, _ in made}) == 1
+    assert sum(created for _, created in made) == 1
+    assert count(queues[0]) == 1
+    for q in queues:
+        q.engine.dispose()
