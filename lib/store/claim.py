@@ -124,7 +124,7 @@ _CLAIM_COLUMNS = (
 #   (one index probe each, at most :tenants of them), so a backlog of 100,000 jobs of one tenant
 #   costs nothing to skip;
 # - candidates: each tenant's first due jobs in claim order, plain and keyed apart (a backlog of
-#   one key never crowds plain jobs out), at most 2 * limit / (tenants) of each (all of one
+#   one key never crowds plain jobs out), at most 5/4 * limit / (tenants) of each (all of one
 #   tenant's share when it is alone); keys already at their limit are left out;
 # - busy: jobs processing per (tenant, concurrency key); a key gets at most limit - busy more;
 # - the batch takes the tenants' jobs in turns (row_number per tenant), so B's 10 jobs come in
@@ -182,7 +182,7 @@ _CANDIDATE = """
         FROM sluice_jobs
         WHERE coalesce(tenant_id, '') = tenants.t AND {which} AND run_at <= {now} AND {extra}
         ORDER BY priority DESC, run_at, id
-        LIMIT (SELECT {least}(:limit, (2 * :limit + count(*) - 1) / count(*))
+        LIMIT (SELECT {least}(:limit, (5 * :limit + 4 * count(*) - 1) / (4 * count(*)))
                FROM tenants WHERE t IS NOT NULL)"""
 
 

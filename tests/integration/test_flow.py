@@ -179,7 +179,9 @@ def test_one_tenants_backlog_does_not_hold_another_back(queue: Queue) -> None:
     batch = _claim(queue, 100)
 
     assert late <= {str(job.id) for job in batch}
-    assert Counter(job.tenant_id for job in batch) == {"a": 90, "b": 10}
+    tenants = Counter(job.tenant_id for job in batch)
+    # Each tenant's window is 5/4 of its share of the batch (63 of 100 here).
+    assert tenants == {"a": 63, "b": 10}
     if queue.dialect == "postgresql":
         with queue.engine.begin() as conn:
             conn.execute(sa.text("ANALYZE sluice_jobs"))
