@@ -272,7 +272,14 @@ def document(doc: ApiDoc) -> None:
         auth="key",
         body=JobSpec,
         example={"type": "noop", "payload": {}, "priority": 5, "idempotencyKey": "order-42"},
-        ok={201: ("the new job", Job), 200: ("the job that already has this idempotencyKey", Job)},
+        ok={
+            201: ("the new job", Job),
+            200: (
+                "the job that already has this idempotencyKey, or the pending job holding this debounce "
+                "key (its payload replaced, its runAt moved to now + debounce.seconds)",
+                Job,
+            ),
+        },
         description="A tenant key enqueues for its own tenant (another tenantId is 403).",
     )
     doc.operation(

@@ -387,6 +387,11 @@
       ["Tenant", job.tenantId ?? "–"],
       ["Correlation id", job.correlationId],
       ["Idempotency key", job.idempotencyKey ?? "–"],
+      [
+        "Concurrency key",
+        job.concurrencyKey == null ? "–" : `${job.concurrencyKey} (at most ${job.concurrencyLimit} at once)`,
+      ],
+      ["Runs after", job.after?.length ? job.after.join(", ") : "–"],
     ];
     $("detail-fields").replaceChildren(
       ...fields.map(([name, value]) => el("div", {}, el("dt", { text: name }), el("dd", {}, value))),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from .errors import Forbidden, ValidationError
 from .jsontext import storable_json
 from .models import JobSpec
 from .registry import Registry
-from .store.jobs import NewJob, new_id
+from .store.jobs import HELD_RUN_AT, NewJob, new_id
 
 
 @dataclass(eq=False)
@@ -73,10 +74,47 @@ class Core:
             backoff_strategy=backoff.strategy,
             backoff_delay=backoff.delay_seconds,
             backoff_max=backoff.max_delay_seconds,
-            run_at=spec.run_at,
+            # Held until the jobs it names complete (lib/flow.py releases it).
+            run_at=HELD_RUN_AT if spec.after is not None else spec.run_at,
             delay_seconds=float(spec.delay_seconds or 0),
             tenant_id=tenant or spec.tenant_id,
             # A job that starts a chain correlates with itself: unique, and no second UUID to make.
             correlation_id=spec.correlation_id or job_id_text,
             idempotency_key=spec.idempotency_key,
+            concurrency_key=spec.concurrency_key,
+            concurrency_limit=(spec.concurrency_limit or 1) if spec.concurrency_key is not None else None,
+            debounce_key=spec.debounce.key if spec.debounce is not None else None,
+            debounce_seconds=spec.debounce.seconds if spec.debounce is not None else 0,
+            after_ids=after_ids(spec.after),
+            callback_url=self.checked_callback_url(spec.callback_url),
         )
+
+    def checked_callback_url(self, url: str | None) -> str | None:
+        """The URL rules of an ``http`` job (scheme, host name, SSRF checks of an IP literal), at
+        enqueue, through the registered ``http`` type; its addresses are checked again at every
+        delivery."""
+        if url is None:
+            return None
+        try:
+            self.registry.get("http").validate_payload({"url": url}, self.settings)
+        except ValidationError as exc:
+            details = exc.details if isinstance(exc.details, list) else []
+            msg = "; ".join(str(item.get("msg", "")) for item in details) or exc.message
+            raise ValidationError("callbackUrl is not valid", [{"loc": "callbackUrl", "msg": msg}]) from None
+        return url
+
+
+def after_ids(given: Sequence[str] | None) -> list[str] | None:
+    """The ids an ``after`` names, in canonical form; 422 for one that is not a job id."""
+    if given is None:
+        return None
+    ids: list[str] = []
+    for index, text in enumerate(given):
+        try:
+            ids.append(str(uuid.UUID(text)))
+        except ValueError:
+            raise ValidationError(
+                "after names something that is not a job id",
+                [{"loc": f"after.{index}", "msg": "not a job id"}],
+            ) from None
+    return list(dict.fromkeys(ids))

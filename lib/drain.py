@@ -610,6 +610,8 @@ class _Batch:
             tally.retried += recorded.retried
             tally.failed += len(recorded.failed_ids)
             drainer.alert(self.link, recorded.failed_ids)
+            if recorded.succeeded or recorded.failed_ids:
+                drainer.settle(self.link)
         log_lines(lines)
 
     def _renew(self, running: Claimed | None) -> None:
@@ -664,6 +666,9 @@ class Drainer:
     on_flush: FlushHook | None = None
     # What the drain's time budget is measured on.
     clock: Clock = time.monotonic
+    # Called after outcomes that ended jobs commit, and at every drain's start, in a transaction
+    # of its own: dependants released or cancelled, callbacks enqueued (lib/flow.py).
+    on_settle: Callable[[sa.Connection], None] | None = None
 
     def run(self, max_jobs: int, budget_ms: int, source: DrainSource = "api") -> DrainSummary:
         budget = Budget(budget_ms / 1000, self.clock)
@@ -674,6 +679,7 @@ class Drainer:
             tally.retried += reclaimed.retried
             tally.failed += len(reclaimed.failed_ids)
             self.alert(link, reclaimed.failed_ids)
+            self.settle(link)
             while True:
                 if tally.processed >= max_jobs:
                     stopped = "maxJobs"
@@ -773,6 +779,17 @@ class Drainer:
         except Exception as exc:  # an alert problem must never cost an outcome
             log_event("alert.digest_failed", failed=len(ids), error=error_text(exc))
 
+    def settle(self, link: Link) -> None:
+        """Side effects of ended jobs, after their outcomes committed; a failure here is logged
+        and retried by the next sweep (every drain starts with one)."""
+        hook = self.on_settle
+        if hook is None:
+            return
+        try:
+            link.write(hook)
+        except Exception as exc:  # never costs an outcome
+            log_event("flow.settle_failed", error=error_text(exc))
+
     def _start(self, token: uuid.UUID, job: Claimed) -> bool:
         # Its own short transaction: the drain's connection belongs to the drain's thread.
         with self.engine.begin() as conn:
@@ -790,6 +807,7 @@ class Drainer:
                 with linked(self.engine) as link:
                     recorded = link.write(lambda conn: self.record(conn, token, [outcome]), retry=True)
                     self.alert(link, recorded.failed_ids)
+                    self.settle(link)
             except sa.exc.SQLAlchemyError as exc:
                 log_event("job.late_record_failed", jobId=str(outcome.id), error=error_text(exc))
 

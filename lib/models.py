@@ -96,6 +96,17 @@ class BackoffSpec(_Wire):
         return Backoff(self.strategy, self.delay_seconds, self.max_delay_seconds)
 
 
+class DebounceSpec(_Wire):
+    """A burst of enqueues with one key runs once, ``seconds`` after the last, with its payload."""
+
+    key: Text255
+    seconds: int = Field(ge=1, le=86_400)
+
+
+MAX_AFTER = 100
+MAX_CALLBACK_URL_CHARS = 2048
+
+
 class JobOptions(_Wire):
     """Options shared by an enqueue and a schedule."""
 
@@ -104,6 +115,20 @@ class JobOptions(_Wire):
     timeout_seconds: int | None = Field(None, ge=1, le=900)
     backoff: BackoffSpec | None = None
     tenant_id: TenantId | None = None
+    # Flow control (lib/flow.py).
+    concurrency_key: Text255 | None = None
+    concurrency_limit: int | None = Field(None, ge=1, le=1000)
+    debounce: DebounceSpec | None = None
+    after: list[Text255] | None = Field(None, min_length=1, max_length=MAX_AFTER)
+    callback_url: str | None = Field(None, min_length=1, max_length=MAX_CALLBACK_URL_CHARS)
+
+    @model_validator(mode="after")
+    def _flow_options(self) -> JobOptions:
+        if self.concurrency_limit is not None and self.concurrency_key is None:
+            raise ValueError("concurrencyLimit needs a concurrencyKey")
+        if self.debounce is not None and self.after is not None:
+            raise ValueError("give debounce or after, not both")
+        return self
 
 
 class JobSpec(JobOptions):
@@ -120,6 +145,14 @@ class JobSpec(JobOptions):
     def _one_start_time(self) -> JobSpec:
         if self.run_at is not None and self.delay_seconds is not None:
             raise ValueError("give runAt or delaySeconds, not both")
+        if self.debounce is not None and self.idempotency_key is not None:
+            raise ValueError("give debounce or idempotencyKey, not both")
+        if self.after is not None and (self.run_at is not None or self.delay_seconds is not None):
+            raise ValueError("a job with after runs when those jobs complete: no runAt or delaySeconds")
+        if self.debounce is not None and (self.run_at is not None or self.delay_seconds is not None):
+            raise ValueError(
+                "a debounced job runs debounce.seconds after the last enqueue: no runAt or delaySeconds"
+            )
         return self
 
 
@@ -185,6 +218,12 @@ class Job(BaseModel):
     correlation_id: str
     idempotency_key: str | None
     step: str | None = None
+    # Flow control; defaults only so a client still reads the answers of an older server.
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    debounce_key: str | None = None
+    after: list[str] | None = None
+    callback_url: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

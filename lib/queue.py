@@ -9,7 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import kick
+from . import flow, kick
 from .alerts import DeadLetterHook
 from .attempts import completed_attempt
 from .config import Settings, get_settings
@@ -87,6 +87,7 @@ class Queue:
 
         # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
         self.kicker = kick.from_settings(self.settings)
+        self.drainer.on_settle = flow.SettleHook(self.core)
 
     @property
     def engine(self) -> sa.Engine:
@@ -164,9 +165,13 @@ class Queue:
         # a read of the clock, see store.jobs): autocommit will do.
         quota = rate is not None and any(job.tenant_id is not None for job in new)
         keyed = any(job.idempotency_key is not None for job in new)
-        with self._tx(conn, atomic=quota or keyed) as tx:
+        # A debounced insert and the check of the jobs named by ``after`` hold together with the
+        # insert only in one transaction too.
+        flowing = any(job.debounce_key is not None or job.after_ids is not None for job in new)
+        with self._tx(conn, atomic=quota or keyed or flowing) as tx:
             enforce_tenant_quota(tx, new, rate)
-            inserted = store.insert_jobs(tx, new)
+            flow.check_after(tx, new)
+            inserted = flow.resolve_new(tx, store.insert_jobs(tx, new))
         made = [_enqueued(job, created) for job, created in inserted]
         if self.kicker is not None and any(e.created and e.job.run_at <= e.job.created_at for e in made):
             self._kick_after_commit(self.kicker, conn)

@@ -45,6 +45,20 @@ class JSONDoc(sa.types.TypeDecorator[Any]):
         return dialect.type_descriptor(sa.JSON())
 
 
+class JSONOrNull(JSONDoc):
+    """JSONDoc where Python None is SQL NULL (not JSON null), so ``IS NULL`` finds it."""
+
+    impl = sa.JSON(none_as_null=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import JSONB  # lazy: the PostgreSQL dialect only
+
+            return dialect.type_descriptor(JSONB(none_as_null=True))
+        return dialect.type_descriptor(sa.JSON(none_as_null=True))
+
+
 metadata = sa.MetaData()
 
 jobs = sa.Table(
@@ -80,6 +94,16 @@ jobs = sa.Table(
     # On the row, not a table: deleting or erasing a job takes its steps with it, and a manual
     # retry keeps them (it resumes). Hidden from Job: lists never load step results.
     sa.Column("steps", JSONDoc()),
+    # Flow control (lib/flow.py): at most concurrency_limit jobs of one (tenant, key) processing;
+    # one pending job per (tenant, debounce key); after_ids must all complete before it runs
+    # (held at HELD_RUN_AT meanwhile); callback_url gets the finished job.
+    sa.Column("concurrency_key", sa.String(255)),
+    sa.Column("concurrency_limit", sa.Integer()),
+    sa.Column("debounce_key", sa.String(255)),
+    sa.Column("after_ids", JSONOrNull()),
+    sa.Column("callback_url", sa.String(2048)),
+    # The finished_at of the end whose callback job was enqueued (a sweep finds the ones not yet).
+    sa.Column("callback_sent_at", UTCDateTime()),
     sa.CheckConstraint(
         "status IN ('pending', 'processing', 'completed', 'failed', 'cancelled')",
         name="ck_sluice_jobs_status",
@@ -132,6 +156,44 @@ sa.Index(
     postgresql_where=_tenanted,
     sqlite_where=_tenanted,
 )
+# Fair share: the claim walks the tenants with pending jobs (a skip scan), then each one's jobs
+# in claim order. NULL tenants share the '' slot, like idempotency keys.
+# Plain and keyed jobs apart, so a backlog of one never slows the claim of the other.
+_plain_pending = sa.text("status = 'pending' AND concurrency_key IS NULL")
+_keyed_pending = sa.text("status = 'pending' AND concurrency_key IS NOT NULL")
+for _name, _where in (("ix_sluice_jobs_fair", _plain_pending), ("ix_sluice_jobs_keyed", _keyed_pending)):
+    sa.Index(
+        _name,
+        IDEMPOTENCY_TENANT,
+        jobs.c.priority.desc(),
+        jobs.c.run_at,
+        jobs.c.id,
+        postgresql_where=_where,
+        sqlite_where=_where,
+    )
+_busy = sa.text("status = 'processing' AND concurrency_key IS NOT NULL")
+sa.Index(
+    "ix_sluice_jobs_busy_keys",
+    IDEMPOTENCY_TENANT,
+    jobs.c.concurrency_key,
+    postgresql_where=_busy,
+    sqlite_where=_busy,
+)
+_debounced = sa.text("status = 'pending' AND debounce_key IS NOT NULL")
+sa.Index(
+    "ux_sluice_jobs_debounce",
+    IDEMPOTENCY_TENANT,
+    jobs.c.debounce_key,
+    unique=True,
+    postgresql_where=_debounced,
+    sqlite_where=_debounced,
+)
+_waiting = sa.text("status = 'pending' AND after_ids IS NOT NULL")
+sa.Index("ix_sluice_jobs_waiting", jobs.c.id, postgresql_where=_waiting, sqlite_where=_waiting)
+_unsent = sa.text(
+    "callback_url IS NOT NULL AND callback_sent_at IS NULL AND status IN ('completed', 'failed')"
+)
+sa.Index("ix_sluice_jobs_callbacks", jobs.c.id, postgresql_where=_unsent, sqlite_where=_unsent)
 
 # One row per drain: the status view's lastDrain and the metrics' drain history.
 drains = sa.Table(
@@ -199,6 +261,13 @@ sa.Index("ix_sluice_schedules_due", schedules.c.next_run_at)
 
 def job_columns() -> list[sa.Column[Any]]:
     """The columns a Job is built from, in a stable order."""
-    hidden = {"lease_expires_at", "claim_token", "backoff_strategy", "backoff_delay", "backoff_max"}
-    hidden.add("steps")
+    hidden = {
+        "lease_expires_at",
+        "claim_token",
+        "backoff_strategy",
+        "backoff_delay",
+        "backoff_max",
+        "callback_sent_at",
+        "steps",
+    }
     return [c for c in jobs.c if c.name not in hidden]

@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 import time
+import urllib.request
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -257,3 +258,13 @@ def long_steps(payload: dict[str, Any], ctx: JobContext) -> int:
         if i in (1, 3):
             ctx.sleep(0, name=f"pause-{i}")
     return 6
+
+
+@job("test.visit", timeout=30)
+def visit(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Records the run like test.record, then calls a loopback receiver (``url``) that counts
+    requests in flight per ``key``."""
+    with open(payload["file"], "a") as fh:
+        fh.write(f"{ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+    with urllib.request.urlopen(f"{payload['url']}?key={payload['key']}", timeout=20) as answer:
+        answer.read()

@@ -454,6 +454,35 @@ def outcome(target: Target, response: Response) -> dict[str, Any]:
 )
 def deliver(payload: HttpPayload, ctx: JobContext) -> dict[str, Any]:
     """Deliver one webhook; the result is ``{"status": code, "body": first 1000 characters}``."""
+    return _deliver(payload, ctx, {})
+
+
+class CallbackPayload(BaseModel):
+    """A ``sluice.callback`` job (lib/flow.py): the finished job ``body`` POSTed to ``url``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    url: str = Field(max_length=MAX_URL_CHARS)
+    job_id: str = Field(alias="jobId", max_length=64)
+    body: dict[str, Any]
+
+
+@job(
+    "sluice.callback",
+    payload=CallbackPayload,
+    max_attempts=5,
+    backoff=Backoff("exponential", 30, 3600),
+    check=check_payload,
+    internal=True,
+)
+def deliver_callback(payload: CallbackPayload, ctx: JobContext) -> dict[str, Any]:
+    """An ``http`` delivery of a job's callback: signed, SSRF-guarded and retried the same way,
+    with ``Sluice-Callback-For`` naming the job that ended."""
+    request = HttpPayload(url=payload.url, body=payload.body)
+    return _deliver(request, ctx, {"Sluice-Callback-For": payload.job_id})
+
+
+def _deliver(payload: HttpPayload, ctx: JobContext, extra: dict[str, str]) -> dict[str, Any]:
     settings = ctx.settings
     target = parse_target(payload.url)
     started = time.monotonic()
@@ -465,5 +494,6 @@ def deliver(payload: HttpPayload, ctx: JobContext) -> dict[str, Any]:
     body = encode_body(payload.body)
     timestamp = str(int(time.time()))
     headers = request_headers(payload.headers, ctx, body, settings.jobs_http_signing_secret, timestamp)
+    headers.update(extra)
     request = Request(payload.method, headers, body)
     return outcome(target, send(target, addresses, request, started, deadline))

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..errors import ValidationError
@@ -18,6 +18,8 @@ from .slots import check_cron, check_timezone
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 OPTION_FIELDS = {"priority", "max_attempts", "timeout_seconds", "backoff"}
+# Stored only when given, so the options of schedules that use none of them stay as they were.
+FLOW_OPTION_FIELDS = {"concurrency_key", "concurrency_limit", "callback_url"}
 
 
 def _no_nul(value: str) -> str:
@@ -44,9 +46,18 @@ class ScheduleSpec(JobOptions):
     enabled: bool = True
     catch_up: bool = False
 
+    @model_validator(mode="after")
+    def _no_burst_options(self) -> ScheduleSpec:
+        # A slot's job is keyed by its slot (idempotencyKey) and names no earlier jobs.
+        if self.debounce is not None or self.after is not None:
+            raise ValueError("a schedule takes no debounce or after (its jobs are one per slot)")
+        return self
+
     def options(self) -> dict[str, Any]:
         """The job options a slot's job gets (tenantId has a column of its own)."""
-        return self.model_dump(mode="json", by_alias=True, include=OPTION_FIELDS)
+        options = self.model_dump(mode="json", by_alias=True, include=OPTION_FIELDS)
+        flow = self.model_dump(mode="json", by_alias=True, include=FLOW_OPTION_FIELDS, exclude_none=True)
+        return {**options, **flow}
 
 
 class Schedule(BaseModel):

@@ -119,10 +119,109 @@ _CLAIM_COLUMNS = (
     "backoff_max, tenant_id, correlation_id"
 )
 
+# Fair share and concurrency keys, in the claim itself:
+# - tenants: the tenants with pending jobs, walked on ix_sluice_jobs_fair and ix_sluice_jobs_keyed
+#   (one index probe each, at most :tenants of them), so a backlog of 100,000 jobs of one tenant
+#   costs nothing to skip;
+# - candidates: each tenant's first due jobs in claim order, plain and keyed apart (a backlog of
+#   one key never crowds plain jobs out), at most 5/4 * limit / (tenants) of each (all of one
+#   tenant's share when it is alone); keys already at their limit are left out;
+# - busy: jobs processing per (tenant, concurrency key); a key gets at most limit - busy more;
+# - the batch takes the tenants' jobs in turns (row_number per tenant), so B's 10 jobs come in
+#   the next batch however long A's backlog is.
+# Keyed jobs are candidates only when the claim holds KEYED_LOCK (see claim_batch), so counting
+# busy keys is exact: READ COMMITTED gives this statement a snapshot taken after the lock, and
+# every claim that added to a key committed before releasing it.
+_PLAIN = "status = 'pending' AND concurrency_key IS NULL"
+_KEYED = "status = 'pending' AND concurrency_key IS NOT NULL"
+
+
+def _next_tenant(after: str, least: str) -> str:
+    """The lowest tenant above ``after`` with a pending job, plain or keyed (two index probes)."""
+    probes = [
+        f"(SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE {which}{after} "
+        "ORDER BY coalesce(tenant_id, '') LIMIT 1)"
+        for which in (_PLAIN, _KEYED)
+    ]
+    return least.format(a=probes[0], b=probes[1])
+
+
+def _fair(least: str) -> str:
+    return f"""
+    tenants(t, n) AS (
+      SELECT {_next_tenant("", least)} AS t, 1 AS n
+      UNION ALL
+      SELECT {_next_tenant(" AND coalesce(tenant_id, '') > tenants.t", least)}, n + 1
+      FROM tenants WHERE tenants.t IS NOT NULL AND n < :tenants
+    ),
+    busy AS (
+      SELECT coalesce(tenant_id, '') AS t, concurrency_key AS k, count(*) AS n FROM sluice_jobs
+      WHERE status = 'processing' AND concurrency_key IS NOT NULL AND :keyed
+      GROUP BY coalesce(tenant_id, ''), concurrency_key
+    )"""
+
+
+_PICK = """
+    ranked AS (
+      SELECT c.id, c.t, c.k, c.priority, c.run_at,
+             row_number() OVER (PARTITION BY c.t, c.k ORDER BY c.priority DESC, c.run_at, c.id) AS in_key,
+             c.lim - coalesce(b.n, 0) AS room
+      FROM candidates c LEFT JOIN busy b ON b.t = c.t AND b.k = c.k
+    ),
+    allowed AS (
+      SELECT id, priority, run_at,
+             row_number() OVER (PARTITION BY t ORDER BY priority DESC, run_at, id) AS turn
+      FROM ranked WHERE k IS NULL OR in_key <= room
+    )"""
+_FREE_KEY = """:keyed AND NOT EXISTS (
+          SELECT 1 FROM busy WHERE busy.t = coalesce(sluice_jobs.tenant_id, '')
+            AND busy.k = sluice_jobs.concurrency_key AND busy.n >= sluice_jobs.concurrency_limit)"""
+_CANDIDATE = """
+        SELECT id, coalesce(tenant_id, '') AS t, concurrency_key AS k, concurrency_limit AS lim,
+               priority, run_at
+        FROM sluice_jobs
+        WHERE coalesce(tenant_id, '') = tenants.t AND {which} AND run_at <= {now} AND {extra}
+        ORDER BY priority DESC, run_at, id
+        LIMIT (SELECT {least}(:limit, (5 * :limit + 4 * count(*) - 1) / (4 * count(*)))
+               FROM tenants WHERE t IS NOT NULL)"""
+
+
+def _candidates_pg(which: str, extra: str) -> str:
+    candidate = _CANDIDATE.format(which=which, now="now()", extra=extra, least="least")
+    return f"""
+      SELECT c.* FROM tenants, LATERAL ({candidate}
+        FOR UPDATE SKIP LOCKED
+      ) c
+      WHERE tenants.t IS NOT NULL"""
+
+
 # SKIP LOCKED lets overlapping drains take disjoint batches. ARRAY(subquery) runs the locking
-# subquery exactly once (an IN or a join may rescan it and lock more rows than LIMIT); sorting the
-# claimed rows on the server keeps the client from comparing UUIDs.
+# part exactly once (an IN or a join may rescan it and lock more rows than it claims); sorting
+# the claimed rows on the server keeps the client from comparing UUIDs.
 _CLAIM_PG = sa.text(
+    f"""
+    WITH RECURSIVE {_fair("least({a}, {b})")},
+    candidates AS MATERIALIZED (
+      {_candidates_pg(_PLAIN, "true")}
+      UNION ALL
+      {_candidates_pg(_KEYED, _FREE_KEY)}
+    ),
+    {_PICK},
+    claimed AS (
+      UPDATE sluice_jobs SET
+        status = 'processing', attempts = attempts + 1, started_at = now(), finished_at = NULL,
+        lease_expires_at = now() + make_interval(secs => least(timeout_seconds, :hold) + :grace),
+        claim_token = :token
+      WHERE id = ANY(ARRAY(SELECT id FROM allowed ORDER BY turn, priority DESC, run_at, id LIMIT :limit))
+      RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    )
+    SELECT {_CLAIM_COLUMNS} FROM claimed ORDER BY priority DESC, run_at, id
+    """
+).columns(payload=JSONDoc())
+
+# Plain jobs of one tenant (the common case) keep the claim that needs no fair share: the same
+# statement as before concurrency keys, which leaves keyed jobs to the full claim above.
+_CLAIM_PG_PLAIN = sa.text(
     f"""
     WITH claimed AS (
       UPDATE sluice_jobs SET
@@ -131,7 +230,7 @@ _CLAIM_PG = sa.text(
         claim_token = :token
       WHERE id = ANY(ARRAY(
         SELECT id FROM sluice_jobs
-        WHERE status = 'pending' AND run_at <= now()
+        WHERE status = 'pending' AND run_at <= now() AND concurrency_key IS NULL
         ORDER BY priority DESC, run_at, id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
@@ -142,53 +241,101 @@ _CLAIM_PG = sa.text(
     """
 ).columns(payload=JSONDoc())
 
+# Which claim to run, in one round trip: are keyed jobs due (then claims of keyed jobs take turns
+# on a transaction-level lock, released at commit, so two drains can't both see a free slot), and
+# do pending jobs belong to more than one tenant (lowest and highest tenant differ)?
+KEYED_LOCK = 0x51C3_0001
+_PROBE = """
+    SELECT
+      CASE WHEN EXISTS (SELECT 1 FROM sluice_jobs
+                        WHERE status = 'pending' AND concurrency_key IS NOT NULL AND run_at <= {now})
+           THEN {lock} ELSE 0 END,
+      (SELECT coalesce(tenant_id, '') FROM sluice_jobs WHERE status = 'pending' AND concurrency_key IS NULL
+       ORDER BY coalesce(tenant_id, '') LIMIT 1)
+      IS NOT (SELECT coalesce(tenant_id, '') FROM sluice_jobs
+              WHERE status = 'pending' AND concurrency_key IS NULL
+              ORDER BY coalesce(tenant_id, '') DESC LIMIT 1)
+"""
+_PROBE_PG = sa.text(
+    _PROBE.format(now="now()", lock="(SELECT 1 FROM pg_advisory_xact_lock(:lock))").replace(
+        "IS NOT (", "IS DISTINCT FROM ("
+    )
+)
+# How many tenants one claim shares a batch between (the rest wait for a later batch).
+MAX_TENANTS = 500
+
 
 def claim_batch(
     conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int = HOLD_SECONDS
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due jobs in one statement, highest priority first, then FIFO, each
-    leased for min(timeout, ``hold``) + ``grace`` seconds."""
-    if conn.dialect.name == "postgresql":
-        params = {"limit": limit, "grace": grace, "token": token, "hold": hold}
-        rows: Sequence[Any] = conn.execute(_CLAIM_PG, params).all()
+    """Claim up to ``limit`` due jobs in one statement: tenants in turns, each one's jobs highest
+    priority first, then FIFO, no concurrency key past its limit; each leased for
+    min(timeout, ``hold``) + ``grace`` seconds."""
+    params: dict[str, Any] = {"limit": limit, "grace": grace, "token": token, "hold": hold}
+    postgres = conn.dialect.name == "postgresql"
+    if not postgres:
+        params["token"] = token.hex
+    probe = _PROBE_PG if postgres else _PROBE_SQLITE
+    keyed, tenants = conn.execute(probe, {"lock": KEYED_LOCK}).one()
+    if not keyed and not tenants:
+        stmt = _CLAIM_PG_PLAIN if postgres else _CLAIM_SQLITE_PLAIN
     else:
-        rows = _claim_sqlite(conn, limit, token, grace, hold)
+        params.update(keyed=bool(keyed), tenants=min(MAX_TENANTS, limit))
+        stmt = _CLAIM_PG if postgres else _CLAIM_SQLITE
+    rows: Sequence[Any] = conn.execute(stmt, params).all()
+    if not postgres:
+        # RETURNING has no order; run in claim order.
+        rows = sorted(rows, key=lambda r: (-r.priority, r.run_at, r.id))
     return [
         Claimed(r[0], r[1], r[2], r[3], r[4], r[5], _backoff(r[6], r[7], r[8]), r[9], r[10]) for r in rows
     ]
 
 
-def _claim_sqlite(conn: sa.Connection, limit: int, token: uuid.UUID, grace: int, hold: int) -> Sequence[Any]:
-    # SQLite serialises writers (BEGIN IMMEDIATE), so a plain subquery claims safely.
-    clock = now("sqlite")
-    due = (
-        sa.select(jobs.c.id)
-        .where(jobs.c.status == "pending", jobs.c.run_at <= clock)
-        .order_by(jobs.c.priority.desc(), jobs.c.run_at, jobs.c.id)
-        .limit(limit)
-    )
-    stmt = (
-        sa.update(jobs)
-        .where(jobs.c.id.in_(due.scalar_subquery()))
-        .values(
-            status="processing",
-            attempts=jobs.c.attempts + 1,
-            started_at=clock,
-            finished_at=None,
-            lease_expires_at=now_plus("sqlite", _held(jobs.c.timeout_seconds, hold) + grace),
-            claim_token=token,
-        )
-        .returning(
-            *(jobs.c[name.strip()] for name in _CLAIM_COLUMNS.split(",")), jobs.c.priority, jobs.c.run_at
-        )
-    )
-    # RETURNING has no order; run in claim order.
-    return sorted(conn.execute(stmt).all(), key=lambda r: (-r.priority, r.run_at, r.id))
+_SQLITE_NOW = "(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')"
+_SQLITE_CLAIMED = f"""
+    UPDATE sluice_jobs SET
+      status = 'processing', attempts = attempts + 1, started_at = {_SQLITE_NOW}, finished_at = NULL,
+      lease_expires_at = strftime('%Y-%m-%d %H:%M:%f', 'now',
+                                  (min(timeout_seconds, :hold) + :grace) || ' seconds') || '000',
+      claim_token = :token"""
 
 
-def _held(timeout: sa.ColumnElement[int], hold: int) -> sa.ColumnElement[float]:
-    """min(timeout, hold) on SQLite (its two-argument min() is PostgreSQL's least())."""
-    return sa.func.min(timeout, hold, type_=sa.Float())
+def _candidates_sqlite(which: str, extra: str) -> str:
+    candidate = _CANDIDATE.format(which=which, now=_SQLITE_NOW, extra=extra, least="min")
+    return f"""
+      SELECT j.id, coalesce(j.tenant_id, '') AS t, j.concurrency_key AS k, j.concurrency_limit AS lim,
+             j.priority, j.run_at
+      FROM tenants JOIN sluice_jobs j ON j.id IN (SELECT id FROM ({candidate}))
+      WHERE tenants.t IS NOT NULL"""
+
+
+# SQLite serialises writers (BEGIN IMMEDIATE), so the busy count is exact without a lock.
+_CLAIM_SQLITE = sa.text(
+    f"""
+    WITH RECURSIVE {_fair("min(coalesce({a}, {b}), coalesce({b}, {a}))")},
+    candidates AS (
+      {_candidates_sqlite(_PLAIN, "1")}
+      UNION ALL
+      {_candidates_sqlite(_KEYED, _FREE_KEY)}
+    ),
+    {_PICK}
+    {_SQLITE_CLAIMED}
+    WHERE id IN (SELECT id FROM allowed ORDER BY turn, priority DESC, run_at, id LIMIT :limit)
+    RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    """
+).columns(id=sa.Uuid(), payload=JSONDoc(), tenant_id=sa.String(), correlation_id=sa.String())
+
+
+_CLAIM_SQLITE_PLAIN = sa.text(
+    f"""
+    {_SQLITE_CLAIMED}
+    WHERE id IN (SELECT id FROM sluice_jobs
+                 WHERE status = 'pending' AND run_at <= {_SQLITE_NOW} AND concurrency_key IS NULL
+                 ORDER BY priority DESC, run_at, id LIMIT :limit)
+    RETURNING {_CLAIM_COLUMNS}, priority, run_at
+    """
+).columns(id=sa.Uuid(), payload=JSONDoc(), tenant_id=sa.String(), correlation_id=sa.String())
+_PROBE_SQLITE = sa.text(_PROBE.format(now=_SQLITE_NOW, lock="1"))
 
 
 def start_job(conn: sa.Connection, token: uuid.UUID, job_id: uuid.UUID, grace: int) -> bool:

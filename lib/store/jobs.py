@@ -69,7 +69,8 @@ def trusted_job(values: dict[str, Any]) -> Job:
 
 def to_job(row: Any) -> Job:
     """A database row → Job, trusting the row (no validation on the way out)."""
-    values = dict(row._mapping)
+    # The column after_ids is the job's ``after``, in its place among the fields.
+    values = {("after" if name == "after_ids" else name): value for name, value in row._mapping.items()}
     values["id"] = str(values["id"])
     if values["status"] == "completed":
         # A finished job is all done, whatever the handler last reported (API.md).
@@ -97,6 +98,17 @@ class NewJob:
     tenant_id: str | None
     correlation_id: str
     idempotency_key: str | None
+    # Flow control (lib/flow.py); a job with ``after_ids`` is inserted held (HELD_RUN_AT).
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
+    debounce_key: str | None = None
+    debounce_seconds: int = 0
+    after_ids: list[str] | None = None
+    callback_url: str | None = None
+
+
+# A job waiting for the jobs it names is due at this time: never, until they complete.
+HELD_RUN_AT = datetime(9999, 12, 31, tzinfo=UTC)
 
 
 def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, bool]]:
@@ -104,8 +116,11 @@ def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
     A keyed insert must run in a transaction (the read-back of reused keys belongs with it): a
     job holding a key may be deleted (cleanup, erase) between the insert that saw it and the
     read-back, and then this batch's job is inserted after all."""
-    times = _insert(conn, new)
-    missing = [job for job in new if job.id not in times]
+    debounced = {job.id: _insert_debounced(conn, job) for job in new if job.debounce_key is not None}
+    times = (
+        _insert(conn, [job for job in new if job.debounce_key is None]) if len(debounced) < len(new) else {}
+    )
+    missing = [job for job in new if job.id not in times and job.id not in debounced]
     existing: dict[tuple[str, str | None], Job] = {}
     for _ in range(KEY_ROUNDS):
         if not missing:
@@ -121,7 +136,9 @@ def insert_jobs(conn: sa.Connection, new: Sequence[NewJob]) -> list[tuple[Job, b
     out: list[tuple[Job, bool]] = []
     for job in new:
         made = times.get(job.id)
-        if made is None:
+        if job.id in debounced:
+            out.append(debounced[job.id])
+        elif made is None:
             out.append((existing[(job.tenant_id or "", job.idempotency_key)], False))
         else:
             out.append((_new_job(job, utc(made[0]), utc(made[1])), True))
@@ -194,12 +211,14 @@ _INSERT_PG = sa.text(
     """
     INSERT INTO sluice_jobs (id, type, payload, status, priority, attempts, max_attempts,
         timeout_seconds, backoff_strategy, backoff_delay, backoff_max, run_at, created_at,
-        tenant_id, correlation_id, idempotency_key)
+        tenant_id, correlation_id, idempotency_key, concurrency_key, concurrency_limit, after_ids,
+        callback_url)
     SELECT v.i, v.t, v.p, 'pending', v.pr, 0, v.ma, v.tm, v.bs, v.bd, v.bm,
-        COALESCE(v.ra, now() + make_interval(secs => v.d)), now(), v.te, v.co, v.k
+        COALESCE(v.ra, now() + make_interval(secs => v.d)), now(), v.te, v.co, v.k, v.ck, v.cl, v.af,
+        v.cb
     FROM json_to_recordset(CAST(:rows AS json))
       AS v(i uuid, t text, p jsonb, pr int, ma int, tm int, bs text, bd int, bm int,
-           ra timestamptz, d float8, te text, co text, k text)
+           ra timestamptz, d float8, te text, co text, k text, ck text, cl int, af jsonb, cb text)
     ON CONFLICT (coalesce(tenant_id, ''), idempotency_key) WHERE idempotency_key IS NOT NULL
     DO NOTHING
     RETURNING id, run_at, created_at
@@ -237,10 +256,21 @@ def _rows_json(new: Sequence[NewJob]) -> dict[str, str]:
         f'"ma":{j.max_attempts},"tm":{j.timeout_seconds},"bs":"{j.backoff_strategy}",'
         f'"bd":{j.backoff_delay},"bm":{j.backoff_max},'
         f'"ra":{text(j.run_at.isoformat() if j.run_at else None)},"d":{j.delay_seconds},'
-        f'"te":{text(j.tenant_id)},"k":{_json_string(j.idempotency_key)},"co":{_correlation(j)}}}'
+        f'"te":{text(j.tenant_id)},"k":{_json_string(j.idempotency_key)},"co":{_correlation(j)}'
+        f"{_flow_json(j)}}}"
         for j in new
     ]
     return {"rows": "[" + ",".join(rows) + "]"}
+
+
+def _flow_json(job: NewJob) -> str:
+    """The flow-control fields of one row, left out entirely for a plain job (the common case)."""
+    if job.concurrency_key is None and job.after_ids is None and job.callback_url is None:
+        return ""
+    return (
+        f',"ck":{_json_string(job.concurrency_key)},"cl":{json.dumps(job.concurrency_limit)},'
+        f'"af":{json.dumps(job.after_ids)},"cb":{_json_string(job.callback_url)}'
+    )
 
 
 def _insert_sqlite(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple[datetime, datetime]]:
@@ -282,7 +312,41 @@ def _insert_params(job: NewJob) -> dict[str, Any]:
         "tenant_id": job.tenant_id,
         "correlation_id": job.correlation_id,
         "idempotency_key": job.idempotency_key,
+        "concurrency_key": job.concurrency_key,
+        "concurrency_limit": job.concurrency_limit,
+        "debounce_key": job.debounce_key,
+        "after_ids": job.after_ids,
+        "callback_url": job.callback_url,
     }
+
+
+def _insert_debounced(conn: sa.Connection, job: NewJob) -> tuple[Job, bool]:
+    """Insert a debounced job, or fold it into the pending job of the same tenant holding its key:
+    that job takes this payload and is due ``debounce_seconds`` from now (one statement, so two
+    concurrent enqueues of one key can't both insert)."""
+    dialect = conn.dialect.name
+    insert: Any
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # lazy: an SQLite app never loads it
+
+        insert = postgresql.insert(jobs)
+    else:
+        insert = sqlite.insert(jobs)
+    params = _insert_params(job)
+    del params["p_run_at"], params["p_delay"]
+    due = now_plus(dialect, float(job.debounce_seconds))
+    stmt = (
+        insert.values(**params, run_at=due, created_at=now(dialect))
+        .on_conflict_do_update(
+            index_elements=[IDEMPOTENCY_TENANT, jobs.c.debounce_key],
+            index_where=sa.and_(jobs.c.status == "pending", jobs.c.debounce_key.is_not(None)),
+            set_={"payload": insert.excluded.payload, "run_at": insert.excluded.run_at},
+        )
+        .returning(*JOB_COLUMNS)
+    )
+    row = conn.execute(stmt).one()
+    made = to_job(row)
+    return made, row.id == job.id
 
 
 def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
@@ -308,6 +372,11 @@ def _new_job(job: NewJob, run_at: datetime, created_at: datetime) -> Job:
             "correlation_id": job.correlation_id,
             "idempotency_key": job.idempotency_key,
             "step": None,
+            "concurrency_key": job.concurrency_key,
+            "concurrency_limit": job.concurrency_limit,
+            "debounce_key": job.debounce_key,
+            "after": job.after_ids,
+            "callback_url": job.callback_url,
         }
     )
 
@@ -378,16 +447,21 @@ def cancel_values(dialect: str) -> dict[str, Any]:
 
 
 def retry_values(dialect: str) -> dict[str, Any]:
-    """Back to pending and due now, attempts reset; lastError stays as history."""
+    """Back to pending and due now, attempts reset; lastError stays as history. A job with
+    ``after`` is held again until its dependencies complete (the next sweep decides)."""
     return {
         "status": "pending",
         "attempts": 0,
-        "run_at": now(dialect),
+        "run_at": sa.case(
+            (jobs.c.after_ids.is_(None), now(dialect)), else_=sa.literal(HELD_RUN_AT, UTCDateTime())
+        ),
         "started_at": None,
         "finished_at": None,
         "result": None,
         "progress": None,
         "step": None,
+        # A new end gets a callback of its own.
+        "callback_sent_at": None,
     }
 
 

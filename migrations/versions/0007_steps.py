@@ -1,7 +1,7 @@
 """durable steps kept on the job
 
 Revision ID: 0007_steps
-Revises: 0004_attempts
+Revises: 0006_flow
 Create Date: 2026-12-01
 
 Frozen: plain SQLAlchemy types only, so later changes to lib/schema.py never rewrite history.
@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0007_steps"
-down_revision = "0004_attempts"
+down_revision = "0006_flow"
 branch_labels = None
 depends_on = None
 

@@ -276,6 +276,26 @@ def test_the_job_page_lists_durable_steps(page: Page, site: tuple[str, Queue], t
     expect(page.locator("#detail-steps li")).to_have_count(0)
 
 
+def test_the_job_page_shows_concurrency_key_and_dependencies(page: Page, site: tuple[str, Queue]) -> None:
+    base, _ = site
+    first = enqueue(base, {"type": "test.greet", "payload": {"name": "a"}})
+    body = {
+        "type": "test.greet",
+        "payload": {"name": "b"},
+        "after": [first["id"]],
+        "concurrencyKey": "user-7",
+    }
+    second = enqueue(base, {**body, "concurrencyLimit": 3})
+    page.goto(base + "/")
+    sign_in(page, ADMIN_KEY)
+    page.get_by_label("Job id").fill(second["id"])
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("button", name=f"Show job {second['id']}").click()
+    fields = page.locator("#detail-fields")
+    expect(fields).to_contain_text("user-7 (at most 3 at once)")
+    expect(fields).to_contain_text(f"Runs after{first['id']}")
+
+
 def test_bulk_retry_shows_the_count_before_confirming(page: Page, site: tuple[str, Queue]) -> None:
     base, queue = site
     failed = [enqueue(base, {"type": "test.permanent"}) for _ in range(3)]

@@ -49,6 +49,11 @@ def test_enqueue_answers_201_with_the_exact_job_object(client: FlaskClient, queu
         "tenantId": None,
         "idempotencyKey": None,
         "step": None,
+        "concurrencyKey": None,
+        "concurrencyLimit": None,
+        "debounceKey": None,
+        "after": None,
+        "callbackUrl": None,
     }
     assert UTC_TIME.match(job["runAt"]) and UTC_TIME.match(job["createdAt"])
     assert isinstance(job["correlationId"], str) and job["correlationId"]
@@ -495,6 +500,7 @@ def test_openapi_document_is_public_and_covers_every_route(app: Flask, client: F
     assert set(schemas["JobSpec"]["properties"]) == {
         "type", "payload", "runAt", "delaySeconds", "priority", "maxAttempts", "timeoutSeconds", "backoff",
         "idempotencyKey", "tenantId", "correlationId",
+        "concurrencyKey", "concurrencyLimit", "debounce", "after", "callbackUrl",
     }  # fmt: skip
     assert schemas["JobSpec"]["additionalProperties"] is False
     for path, ops in doc["paths"].items():

@@ -7,14 +7,10 @@ to a file (O_APPEND), and the database holds attempts = 1 for every job.
 
 from __future__ import annotations
 
-import contextlib
-import queue as queue_module
 import threading
 import time
 import uuid
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +19,7 @@ from lib import Enqueued, JobSpec, Queue
 from lib.store import claim
 from tests import workers
 from tests.support.db import count, make_queue
+from tests.support.drainers import run_drainers, runs_per_job
 
 
 def enqueue_records(queue: Queue, path: Path, n: int) -> set[str]:
@@ -32,42 +29,6 @@ def enqueue_records(queue: Queue, path: Path, n: int) -> set[str]:
         specs = [JobSpec(type="test.record", payload={"file": str(path)}) for _ in chunk]
         ids.update(job.id for job in queue.enqueue_many(specs))
     return ids
-
-
-def run_drainers(
-    url: str, processes: int, overrides: dict[str, Any], context: Any = workers.SPAWN
-) -> list[tuple[int, int, int]]:
-    """Start ``processes`` drainers together (a barrier), wait, return (pid, processed, drains)."""
-    start = context.Barrier(processes)
-    results = context.Queue()
-    procs = [
-        workers.start(workers.drain_until_empty, url, overrides, start, results, context=context)
-        for _ in range(processes)
-    ]
-    reports: list[tuple[int, int, int]] = []
-    deadline = time.monotonic() + 90
-    try:
-        while len(reports) < processes:
-            # Fail at once if a drainer died instead of waiting out the deadline.
-            assert not [p.exitcode for p in procs if p.exitcode not in (None, 0)], "a drainer crashed"
-            assert time.monotonic() < deadline, f"only {len(reports)} of {processes} drainers finished"
-            with contextlib.suppress(queue_module.Empty):
-                reports.append(results.get(timeout=0.2))
-        for proc in procs:
-            proc.join(10)
-            assert proc.exitcode == 0
-    finally:
-        for proc in procs:
-            if proc.is_alive():
-                proc.kill()
-    return reports
-
-
-def runs_per_job(path: Path) -> Counter[str]:
-    """Lines of the record file per job id (the handler writes '<id> <attempt> <pid>')."""
-    lines = path.read_text().splitlines()
-    assert all(len(line.split()) == 3 for line in lines), "torn or interleaved write"
-    return Counter(line.split()[0] for line in lines)
 
 
 def test_two_drain_processes_run_each_job_exactly_once(db_url: str, tmp_path: Path) -> None:

@@ -22,11 +22,21 @@ from tests.support.db import create_pg_database, drop_pg_database
 # SQLite keeps an expression index (coalesce(tenant_id, '') here) but SQLAlchemy can't reflect
 # one: the inspector skips it with the first warning and alembic declines to compare it with the
 # second. Those are the only warnings allowed; the index is checked by name from sqlite_master.
-SQLITE_EXPRESSION_INDEX_WARNINGS = (
-    "Skipped unsupported reflection of expression-based index ux_sluice_jobs_idempotency",
-    "autogenerate skipping metadata-specified expression-based index 'ux_sluice_jobs_idempotency'",
+EXPRESSION_INDEXES = {
+    "ux_sluice_jobs_idempotency",
+    "ix_sluice_jobs_fair",
+    "ix_sluice_jobs_keyed",
+    "ix_sluice_jobs_busy_keys",
+    "ux_sluice_jobs_debounce",
+}
+SQLITE_EXPRESSION_INDEX_WARNINGS = tuple(
+    text
+    for name in sorted(EXPRESSION_INDEXES)
+    for text in (
+        f"Skipped unsupported reflection of expression-based index {name}",
+        f"autogenerate skipping metadata-specified expression-based index '{name}'",
+    )
 )
-EXPRESSION_INDEXES = {"ux_sluice_jobs_idempotency"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -13,6 +13,7 @@ JOB_KEYS = [
     "id", "type", "payload", "status", "priority", "attempts", "maxAttempts", "timeoutSeconds",
     "runAt", "createdAt", "startedAt", "finishedAt", "lastError", "result", "progress",
     "tenantId", "correlationId", "idempotencyKey", "step",
+    "concurrencyKey", "concurrencyLimit", "debounceKey", "after", "callbackUrl",
 ]  # fmt: skip
 
 
