@@ -71,7 +71,7 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     ("lib.metrics", "prometheus_client"): "only a metrics scrape loads prometheus_client",
     ("lib.migrate", "alembic"): "alembic takes ~150 ms to import: only migrating pays",
     ("lib.schedules.slots", "croniter"): "croniter is loaded when a cron expression is read",
-    ("lib.store.jobs", "sqlalchemy"): "the PostgreSQL dialect's insert: debounced enqueues on PostgreSQL only",
+    ("lib.store.jobs", "sqlalchemy"): "PostgreSQL's insert, for debounced enqueues on PostgreSQL only",
     ("lib.store.jobs", "psycopg"): "only PostgreSQL batches use COPY: SQLite apps never load the driver",
     ("lib.worker", "psycopg"): "a SQLite-only worker never loads the PostgreSQL driver",
     ("lib.schema", "sqlalchemy"): "the PostgreSQL JSONB type is loaded for that dialect only",
