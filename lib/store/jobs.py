@@ -160,7 +160,8 @@ def _insert(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple
 COPY_MIN_ROWS = 100
 _COPY_PG = (
     "COPY sluice_jobs (id, type, payload, status, priority, attempts, max_attempts, timeout_seconds,"
-    " backoff_strategy, backoff_delay, backoff_max, run_at, created_at, tenant_id, correlation_id)"
+    " backoff_strategy, backoff_delay, backoff_max, run_at, created_at, tenant_id, correlation_id,"
+    " concurrency_key, concurrency_limit, after_ids, callback_url)"
     " FROM STDIN"
 )
 _NOW = sa.text("SELECT now()")
@@ -179,7 +180,8 @@ def _copy(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple[d
     lines = "".join(
         f"{j.id_text}\t{text(j.type)}\t{_copy_escape(j.payload_json)}\tpending\t{j.priority}\t0\t"
         f"{j.max_attempts}\t{j.timeout_seconds}\t{j.backoff_strategy}\t{j.backoff_delay}\t{j.backoff_max}\t"
-        f"{stamp(times[j.id][0])}\t{stamp(created)}\t{text(j.tenant_id)}\t{text(j.correlation_id)}\n"
+        f"{stamp(times[j.id][0])}\t{stamp(created)}\t{text(j.tenant_id)}\t{text(j.correlation_id)}\t"
+        f"{_copy_flow(j)}\n"
         for j in new
     )
     raw: Any = conn.connection.driver_connection
@@ -191,6 +193,18 @@ def _copy(conn: sa.Connection, new: Sequence[NewJob]) -> dict[uuid.UUID, tuple[d
     if any(run_at <= created for run_at, _ in times.values()):
         conn.execute(_NOTIFY)  # as the INSERT's own notification (lib/store/notify.py)
     return times
+
+
+_NO_FLOW = "\\N\t\\N\t\\N\t\\N"
+
+
+def _copy_flow(job: NewJob) -> str:
+    """The flow-control columns of a COPY line (concurrency key and limit, after, callback URL)."""
+    if job.concurrency_key is None and job.after_ids is None and job.callback_url is None:
+        return _NO_FLOW
+    limit = "\\N" if job.concurrency_limit is None else str(job.concurrency_limit)
+    after = "\\N" if job.after_ids is None else _copy_escape(json.dumps(job.after_ids))
+    return f"{_copy_text(job.concurrency_key)}\t{limit}\t{after}\t{_copy_text(job.callback_url)}"
 
 
 def _copy_text(value: str | None) -> str:

@@ -50,3 +50,33 @@ def test_a_large_keyed_batch_reposted_returns_the_existing_jobs(queue: Queue) ->
     assert all(e.created for e in first) and not any(e.created for e in again)
     assert [e.job.id for e in again] == [e.job.id for e in first]
     assert count(queue) == len(specs)
+
+
+def test_a_large_batch_keeps_its_flow_control_fields(queue: Queue) -> None:
+    """COPY writes the flow columns too: a large batch of keyed, dependent and called-back jobs
+    stores what it returns (they were once dropped, and the limit per key went unenforced)."""
+    queue.settings = queue.settings.model_copy(update={"jobs_http_allow_hosts": "127.0.0.1"})
+    first = queue.enqueue("noop", {})
+    specs = [
+        JobSpec.model_validate(
+            {
+                "type": "noop",
+                "payload": {"n": i},
+                **({"concurrencyKey": f"k\t{i % 3}", "concurrencyLimit": 2} if i % 2 else {}),
+                **({"after": [first.id]} if i % 5 == 0 else {}),
+                **({"callbackUrl": "http://127.0.0.1:9/done"} if i % 7 == 0 else {}),
+            }
+        )
+        for i in range(COPY_MIN_ROWS + 20)
+    ]
+    made = queue.submit_many(specs)
+    for spec, enqueued in zip(specs, made, strict=True):
+        job = enqueued.job
+        assert queue.get(job.id) == job
+        assert (job.concurrency_key, job.after, job.callback_url) == (
+            spec.concurrency_key,
+            [first.id] if spec.after else None,
+            spec.callback_url,
+        )
+        assert job.concurrency_limit == (2 if spec.concurrency_key else None)
+    assert count(queue, "concurrency_key IS NOT NULL") == (COPY_MIN_ROWS + 20) // 2

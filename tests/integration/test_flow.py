@@ -20,7 +20,6 @@ import sqlalchemy as sa
 from lib import Queue
 from lib.errors import ValidationError
 from lib.models import JobSpec
-from lib.schedules import enqueue_due, put_schedule
 from lib.schema import jobs
 from lib.store import claim as claim_store
 from tests.support.db import count, make_queue
@@ -444,15 +443,15 @@ def test_a_schedule_passes_its_concurrency_key_and_callback_to_its_jobs(queue: Q
         "concurrencyKey": "nightly",
         "callbackUrl": "http://127.0.0.1:9/x",
     }
-    put_schedule(queue, "flow", spec, now=datetime(2026, 5, 1, 10, 0, tzinfo=UTC))
+    queue.schedules.put_schedule("flow", spec, now=datetime(2026, 5, 1, 10, 0, tzinfo=UTC))
     with queue.engine.begin() as conn:
-        made = enqueue_due(queue, conn, datetime(2026, 5, 1, 10, 1, 30, tzinfo=UTC))
+        made = queue.schedules.enqueue_due(conn, datetime(2026, 5, 1, 10, 1, 30, tzinfo=UTC))
     assert [(m.job.concurrency_key, m.job.concurrency_limit, m.job.callback_url) for m in made] == [
         ("nightly", 1, "http://127.0.0.1:9/x")
     ]
     with pytest.raises(ValidationError):
-        put_schedule(
-            queue, "bad", {"cron": "* * * * *", "type": "noop", "debounce": {"key": "d", "seconds": 5}}
+        queue.schedules.put_schedule(
+            "bad", {"cron": "* * * * *", "type": "noop", "debounce": {"key": "d", "seconds": 5}}
         )
 
 
