@@ -4,8 +4,12 @@ ports for subprocess servers, and a migrated SQLite file copied from the session
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -106,3 +110,39 @@ def call(base: str, method: str, path: str, body: Any = None, key: str | None = 
         return status, json.loads(raw)
     except ValueError:
         return status, raw.decode()
+
+
+def clean_env(database_url: str, **extra: str) -> dict[str, str]:
+    """This process's environment without Sluice's settings, plus an admin key, the test job types
+    and ``extra``: what a server or CLI under test reads."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_", "VERCEL"))}
+    env.update(DATABASE_URL=database_url, JOBS_API_KEYS=KEY, JOBS_HANDLER_MODULES="tests.jobtypes", **extra)
+    return env
+
+
+@contextmanager
+def gunicorn_server(env: dict[str, str], port: int, *options: str) -> Iterator[str]:
+    """``python -m lib migrate``, then ``gunicorn api.index:app`` on 127.0.0.1:port with ``options``;
+    yields its base URL and checks that it stops cleanly on SIGTERM."""
+    root = Path(__file__).resolve().parents[2]
+    migrate = subprocess.run(
+        [sys.executable, "-m", "lib", "migrate"],
+        check=False, cwd=root, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "api.index:app", "-b", f"127.0.0.1:{port}",
+         "--graceful-timeout", "5", "--timeout", "60", *options],
+        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/api/health", timeout=30)
+        yield base
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=20)
+        assert server.returncode == 0, err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()

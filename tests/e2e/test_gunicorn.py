@@ -3,23 +3,16 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from lib.db import make_engine
-from tests.e2e.appserver import KEY, call, free_port, wait_for_http
+from tests.e2e.appserver import call, clean_env, free_port, gunicorn_server
 from tests.support.db import create_pg_database, drop_pg_database
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -31,37 +24,8 @@ def pg_url(pg_server: str) -> Iterator[str]:
 
 @pytest.fixture
 def gunicorn(pg_url: str) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
-    env.update(DATABASE_URL=pg_url, JOBS_API_KEYS=KEY, JOBS_HANDLER_MODULES="tests.jobtypes")
-    migrate = subprocess.run(
-        [sys.executable, "-m", "lib", "migrate"],
-        check=False,
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "gunicorn", "api.index:app", "-w", "2", "-b", f"127.0.0.1:{port}",
-            "--graceful-timeout", "5", "--timeout", "60",
-        ],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(base + "/api/health", timeout=30)
+    with gunicorn_server(clean_env(pg_url), free_port(), "-w", "2") as base:
         yield base
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=20)
-        assert server.returncode == 0, err
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
 
 
 def _scalar(url: str, sql: str) -> Any:

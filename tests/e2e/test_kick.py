@@ -4,24 +4,18 @@ and no cron at all: an enqueue starts a drain of its own deployment; a burst mak
 from __future__ import annotations
 
 import math
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from lib.db import make_engine
-from tests.e2e.appserver import KEY, call, free_port, wait_for_http
+from tests.e2e.appserver import call, clean_env, free_port, gunicorn_server
 from tests.support.db import create_pg_database, drop_pg_database
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKERS = 2
 
 
@@ -36,29 +30,9 @@ def pg_url(pg_server: str) -> Iterator[str]:
 def kicking(pg_url: str) -> Iterator[str]:
     """gunicorn -w 2 that kicks itself; nothing else ever drains."""
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_", "VERCEL"))}
-    env.update(DATABASE_URL=pg_url, JOBS_API_KEYS=KEY, JOBS_HANDLER_MODULES="tests.jobtypes")
-    env["JOBS_PUBLIC_URL"] = base
-    migrate = subprocess.run(
-        [sys.executable, "-m", "lib", "migrate"], check=False, cwd=ROOT, env=env, capture_output=True
-    )
-    assert migrate.returncode == 0, migrate.stderr
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "api.index:app", "-w", str(WORKERS), "--threads", "4",
-         "-b", f"127.0.0.1:{port}", "--graceful-timeout", "5", "--timeout", "60"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        wait_for_http(base + "/api/health", timeout=30)
+    env = clean_env(pg_url, JOBS_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    with gunicorn_server(env, port, "-w", str(WORKERS), "--threads", "4") as base:
         yield base
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=20)
-        assert server.returncode == 0, err
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.communicate()
 
 
 def rows(url: str, sql: str) -> list[Any]:
