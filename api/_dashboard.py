@@ -11,8 +11,6 @@ from pathlib import Path
 
 from flask import Blueprint, Response
 
-from lib.metrics import CONTENT_TYPE
-
 from ._auth import require_admin
 from ._http import ApiError
 from ._openapi import ApiDoc
@@ -62,8 +60,9 @@ def asset(name: str) -> Response:
 
 @bp.get("/api/jobs/metrics")
 def metrics() -> Response:
+    from lib.metrics import CONTENT_TYPE  # lazy: only a scrape loads the metrics (and prometheus_client)
+
     require_admin()
-    # prometheus_client is loaded by the scrape itself (lib.metrics), not by this import.
     return Response(current_queue().metrics.render(), content_type=CONTENT_TYPE)
 
 

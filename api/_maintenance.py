@@ -7,21 +7,14 @@ from typing import Any
 from flask import Blueprint, Response, request
 from pydantic import BaseModel
 
-from lib.retention import CleanupRequest, CleanupResult, EraseResult
-from lib.schedules import Schedule, ScheduleSpec, check_name
-
 from ._auth import require_admin
 from ._http import MAX_PAYLOAD_DEPTH, check_json, json_response, read_json_object, validate_body
 from ._openapi import ApiDoc, path_param
 from ._state import current_queue
 
+# lib.retention and lib.schedules are imported by the routes that use them (and by the OpenAPI
+# document): a cold start that serves anything else never loads them.
 bp = Blueprint("maintenance", __name__)
-
-
-class ScheduleList(BaseModel):
-    """``{"schedules": [schedule, ...]}``, sorted by name."""
-
-    schedules: list[Schedule]
 
 
 def _optional_body() -> dict[str, Any]:
@@ -46,6 +39,8 @@ def get_schedule(name: str) -> Response:
 
 @bp.put("/api/schedules/<name>")
 def put_schedule(name: str) -> Response:
+    from lib.schedules import ScheduleSpec, check_name  # lazy: only schedule routes load schedules
+
     require_admin()
     check_name(name)
     body = read_json_object()
@@ -66,6 +61,8 @@ def delete_schedule(name: str) -> Response:
 
 @bp.post("/api/jobs/cleanup")
 def run_cleanup() -> Response:
+    from lib.retention import CleanupRequest  # lazy: only cleanup and erasure load retention
+
     require_admin()
     body = validate_body(CleanupRequest, _optional_body())
     result = current_queue().retention.cleanup(
@@ -90,6 +87,14 @@ _TENANT = path_param("tenantId", "the tenant", {"type": "string", "minLength": 1
 
 
 def document(doc: ApiDoc) -> None:
+    from lib.retention import CleanupRequest, CleanupResult, EraseResult  # lazy: the document only
+    from lib.schedules import Schedule, ScheduleSpec  # lazy: the document only
+
+    class ScheduleList(BaseModel):
+        """``{"schedules": [schedule, ...]}``, sorted by name."""
+
+        schedules: list[Schedule]
+
     doc.operation(
         "GET", "/api/schedules", summary="Every schedule, sorted by name", auth="admin",
         ok={200: ("the schedules", ScheduleList)}, tag="schedules",

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy as sa
 
 from . import flow, kick
-from .alerts import DeadLetterHook
-from .attempts import completed_attempt
 from .config import Settings, get_settings
 from .core import Core
 from .db import engine_from_settings, explain, guarded
-from .drain import Drainer
 from .errors import Conflict, Forbidden, NotFound, SluiceError, Unavailable, ValidationError
-from .metrics import Metrics
 from .migrate import upgrade
 from .models import (
     BulkRequest,
@@ -34,19 +31,24 @@ from .models import (
 from .ratelimit import enforce_tenant_quota, gate_factory
 from .registry import Registry
 from .registry import registry as default_registry
-from .retention import Retention
-from .rotation import KeyRotation
-from .schedules import DueHook, Schedules
 from .steps import StepList
 from .steps import summaries as step_summaries
-from .store import attempts as attempt_store
 from .store import jobs as store
 from .store import steps as step_store
-from .store.attempts import AttemptRecord
 from .store.jobs import NewJob, new_ids
 
-# Named here: inside Queue, ``list`` is the method.
-AttemptList = list[AttemptRecord]
+if TYPE_CHECKING:
+    from .drain import Drainer
+    from .metrics import Metrics
+    from .retention import Retention
+    from .rotation import KeyRotation
+    from .schedules import Schedules
+    from .store.attempts import AttemptRecord
+
+    # Named here: inside Queue, ``list`` is the method.
+    AttemptList = list[AttemptRecord]
+
+_Service = TypeVar("_Service")
 
 
 def parse_id(job_id: str | uuid.UUID) -> uuid.UUID:
@@ -69,25 +71,71 @@ class Queue:
     ) -> None:
         settings = settings or get_settings()
         self.core = Core(engine, settings, (registry or default_registry).load(settings.handler_modules))
-        self.drainer = Drainer(
-            engine,
+        # The services below are built on first use: an enqueue's cold start never loads the
+        # drain, schedules, retention, metrics or key rotation modules.
+        self._services: dict[str, Any] = {}
+        self._building = threading.RLock()
+        # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
+        self.kicker = kick.from_settings(self.settings)
+
+    def _service(self, name: str, build: Callable[[], _Service]) -> _Service:
+        """The service ``name``, built once (concurrent first uses share one)."""
+        found: _Service | None = self._services.get(name)
+        if found is not None:
+            return found
+        with self._building:
+            if name not in self._services:
+                self._services[name] = build()
+            made: _Service = self._services[name]
+            return made
+
+    @property
+    def drainer(self) -> Drainer:
+        return self._service("drainer", self._make_drainer)
+
+    def _make_drainer(self) -> Drainer:
+        from .alerts import DeadLetterHook  # lazy: only drains load the features they wire in
+        from .drain import Drainer  # lazy: an enqueue's cold start never loads the drain
+        from .schedules import DueHook  # lazy: as the drain
+
+        drainer = Drainer(
+            self.engine,
             self.registry,
             self.settings.jobs_lease_grace_seconds,
             self.settings.jobs_batch_size,
             settings=self.settings,
         )
-        self.schedules = Schedules(self.core)
-        self.retention = Retention(self.core)
-        self.metrics = Metrics(self.core)
-        self.rotation = KeyRotation(self.core)
         # Drains enqueue due schedules, digest dead letters and gate rate-limited types.
-        self.drainer.before_claim = DueHook(self.schedules)
-        self.drainer.on_failed = DeadLetterHook(self.core)
-        self.drainer.make_gate = gate_factory(engine, self.settings.rate_limits)
+        drainer.before_claim = DueHook(self.schedules)
+        drainer.on_failed = DeadLetterHook(self.core)
+        drainer.make_gate = gate_factory(self.engine, self.settings.rate_limits)
+        # Dependants released or cancelled, callbacks enqueued, once outcomes commit.
+        drainer.on_settle = flow.SettleHook(self.core)
+        return drainer
 
-        # Enqueues that make a job ready start a drain of this deployment (None: kicks are off).
-        self.kicker = kick.from_settings(self.settings)
-        self.drainer.on_settle = flow.SettleHook(self.core)
+    @property
+    def schedules(self) -> Schedules:
+        from .schedules import Schedules  # lazy: schedule routes and drains load it on first use
+
+        return self._service("schedules", lambda: Schedules(self.core))
+
+    @property
+    def retention(self) -> Retention:
+        from .retention import Retention  # lazy: only cleanup, erasure and archives need it
+
+        return self._service("retention", lambda: Retention(self.core))
+
+    @property
+    def metrics(self) -> Metrics:
+        from .metrics import Metrics  # lazy: only a metrics scrape needs it
+
+        return self._service("metrics", lambda: Metrics(self.core))
+
+    @property
+    def rotation(self) -> KeyRotation:
+        from .rotation import KeyRotation  # lazy: only a key rotation needs it
+
+        return self._service("rotation", lambda: KeyRotation(self.core))
 
     @property
     def engine(self) -> sa.Engine:
@@ -276,6 +324,9 @@ class Queue:
     @guarded
     def attempts(self, job_id: str | uuid.UUID, *, tenant: str | None = None) -> AttemptList:
         """The job's attempts, oldest first; NotFound for a job the caller can't see."""
+        from .attempts import completed_attempt  # lazy: the attempt history is read rarely
+        from .store import attempts as attempt_store  # lazy: as completed_attempt
+
         uid = parse_id(job_id)
         with self.single.connect() as conn:
             job = store.get_job(conn, uid, tenant)
