@@ -44,7 +44,7 @@ from ._http import (
     reserved_segments,
     validate_body,
 )
-from ._openapi import ApiDoc, path_param, query_param
+from ._openapi import DOC_ONLY, ApiDoc, path_param, query_param
 from ._state import current_queue, current_settings
 
 bp = Blueprint("jobs", __name__)
@@ -55,6 +55,8 @@ DEFAULT_MAX_JOBS = 10
 
 class Attempt(BaseModel):
     """One attempt of a job, as ``GET /api/jobs/<id>/attempts`` lists it."""
+
+    model_config = DOC_ONLY
 
     attempt: int
     startedAt: str | None  # noqa: N815 - the wire name
@@ -68,6 +70,8 @@ class Attempt(BaseModel):
 class AttemptList(BaseModel):
     """``{"attempts": [attempt, ...], "steps": [step, ...]}``, oldest first."""
 
+    model_config = DOC_ONLY
+
     attempts: list[Attempt]
     # The durable steps the job finished (ctx.step, ctx.sleep), in the order they finished.
     steps: list[StepInfo]
@@ -75,6 +79,8 @@ class AttemptList(BaseModel):
 
 class JobList(BaseModel):
     """``{"jobs": [job, ...]}``: what a batch enqueue answers."""
+
+    model_config = DOC_ONLY
 
     jobs: list[Job]
 

@@ -17,8 +17,12 @@ Auth = Literal["public", "key", "admin", "admin_or_cron"]
 REF_TEMPLATE = "#/components/schemas/{model}"
 
 
+# The models of this document only: built when the document is (defer_build), not at import.
+DOC_ONLY = ConfigDict(defer_build=True)
+
+
 class ErrorInfo(BaseModel):
-    model_config = ConfigDict(title="ErrorInfo")
+    model_config = ConfigDict(title="ErrorInfo", defer_build=True)
 
     code: str
     message: str
@@ -28,10 +32,14 @@ class ErrorInfo(BaseModel):
 class Error(BaseModel):
     """Every error response: ``{"error": {"code", "message", "details"?}}``."""
 
+    model_config = DOC_ONLY
+
     error: ErrorInfo
 
 
 class Health(BaseModel):
+    model_config = DOC_ONLY
+
     status: Literal["ok", "unavailable", "misconfigured"]
     # With "misconfigured": the setting at fault and why (never a secret).
     problem: str | None = None

@@ -157,11 +157,16 @@ class JobSpec(JobOptions):
 
 
 class JobBatch(_Wire):
+    # defer_build here and below: built by the first request that uses the model, not at import.
+    model_config = ConfigDict(defer_build=True)
+
     jobs: list[JobSpec] = Field(min_length=1, max_length=1000)
 
 
 class BulkRequest(_Wire):
     """Which jobs a bulk retry or cancel acts on: every filter given must match."""
+
+    model_config = ConfigDict(defer_build=True)
 
     ids: list[Text255] | None = Field(None, max_length=1000)
     status: JobStatus | None = None
@@ -179,7 +184,7 @@ class BulkRequest(_Wire):
 
 
 class BulkResult(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     # Jobs the filters select that are in a state the action applies to (up to limit).
     matched: int
@@ -230,7 +235,7 @@ class Job(BaseModel):
 
 
 class JobPage(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     jobs: list[Job]
     next_cursor: str | None
@@ -246,7 +251,7 @@ class Enqueued(BaseModel):
 
 
 class DrainSummary(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     processed: int
     succeeded: int
@@ -260,7 +265,7 @@ class DrainSummary(BaseModel):
 
 
 class DrainRecord(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     at: datetime
     source: DrainSource
@@ -270,7 +275,7 @@ class DrainRecord(BaseModel):
 
 
 class QueueStatus(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     counts: dict[JobStatus, int]
     ready: int
@@ -284,7 +289,7 @@ class QueueStatus(BaseModel):
 class StepInfo(BaseModel):
     """A durable step a job finished (``ctx.step``/``ctx.sleep``); its result stays on the job."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, defer_build=True)
 
     name: str
     finished_at: datetime
