@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -65,6 +64,8 @@ def sqlite_path(url: str) -> str | None:
 
 def create_sqlite_file(url: str) -> None:
     """Make the SQLite file (and its folder) exist: only migrating creates a database."""
+    import sqlite3  # lazy: a PostgreSQL app never loads the SQLite driver
+
     path = sqlite_path(url)
     if path is not None and not Path(path).exists():
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +73,8 @@ def create_sqlite_file(url: str) -> None:
 
 
 def _sqlite_engine(url: str) -> Engine:
+    import sqlite3  # lazy: a PostgreSQL app never loads the SQLite driver
+
     path = sqlite_path(url)
     kwargs: dict[str, Any] = {}
     if path is not None:

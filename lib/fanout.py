@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +51,9 @@ class FanOut:
         return self
 
     def _call(self) -> None:
+        import urllib.error  # lazy: urllib.request loads email and more; only a fan-out pays
+        import urllib.request  # lazy: as urllib.error
+
         request = urllib.request.Request(  # noqa: S310 - our own endpoint, http(s) only
             self.url, method="POST", data=b"", headers={**self.headers, FANOUT_HEADER: "1"}
         )

@@ -75,6 +75,8 @@ ALLOWED_LAZY: dict[tuple[str, str], str] = {
     ("lib.store.jobs", "psycopg"): "only PostgreSQL batches use COPY: SQLite apps never load the driver",
     ("lib.worker", "psycopg"): "a SQLite-only worker never loads the PostgreSQL driver",
     ("lib.schema", "sqlalchemy"): "the PostgreSQL JSONB type is loaded for that dialect only",
+    ("lib.db", "sqlite3"): "a PostgreSQL app never loads the SQLite driver",
+    ("lib.fanout", "urllib"): "urllib.request loads email and more: only a fan-out drain pays",
     # The facade builds its services on first use: an enqueue's cold start loads none of these.
     ("lib.queue", "lib.drain"): "the drain (and what it wires in) is loaded by the first drain only",
     ("lib.queue", "lib.alerts"): "the dead-letter hook is wired into the drain on its first use",
