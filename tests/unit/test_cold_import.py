@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # Loaded on first use only: by a drain, a schedule or maintenance route, a scrape, a key
-# rotation, a fan-out, a SQLite database, or never (pydantic-settings is no longer used).
+# rotation, a fan-out or a SQLite database.
 NOT_AT_IMPORT = (
     "lib.drain",
     "lib.store.claim",
@@ -22,7 +22,6 @@ NOT_AT_IMPORT = (
     "lib.metrics",
     "lib.rotation",
     "lib.alerts",
-    "pydantic_settings",
     "sqlite3",
     "urllib.request",
     "alembic",
