@@ -101,10 +101,11 @@ class Shot:
             self.outcome = type(exc).__name__
         finally:
             self.sent_event.set()
+            # Logged before done(): whoever waits for the kick to be answered also sees why it failed.
+            if not self.outcome.startswith("ok"):
+                # Nothing is lost: the jobs stay pending for the next cron drain.
+                logger.warning(event_line("kick.failed", outcome=self.outcome or "interrupted"))
             self.done()
-        if not self.outcome.startswith("ok"):
-            # Nothing is lost: the jobs stay pending for the next cron drain.
-            logger.warning(event_line("kick.failed", outcome=self.outcome))
 
     def _call(self) -> str:
         parts = urllib.parse.urlsplit(self.target.url)
