@@ -118,3 +118,15 @@ def after_ids(given: Sequence[str] | None) -> list[str] | None:
                 [{"loc": f"after.{index}", "msg": "not a job id"}],
             ) from None
     return list(dict.fromkeys(ids))
+
+
+class Service:
+    """A feature the facade owns (``queue.schedules``, ``queue.retention``, …): built over the Core,
+    it reads the queue's current settings through it."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings

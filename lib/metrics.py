@@ -11,8 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Settings
-from .core import Core
+from .core import Service
 from .db import guarded
 from .models import JOB_STATUSES, QueueStatus
 from .store import jobs as job_store
@@ -104,15 +103,8 @@ class SnapshotCollector:
         )
 
 
-class Metrics:
+class Metrics(Service):
     """The facade's ``metrics``: what a scrape reads and renders."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
 
     @guarded
     def snapshot(self) -> Snapshot:

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from . import aws
 from .config import Settings
-from .core import Core
+from .core import Core, Service
 from .db import guarded
 from .errors import Unavailable, ValidationError
 from .logs import log_event
@@ -200,15 +200,8 @@ def _per_type(per_type: Mapping[str, int] | None) -> dict[str, int]:
 # -- cleanup and erase ---------------------------------------------------------------------------
 
 
-class Retention:
+class Retention(Service):
     """The facade's ``retention``: cleanup of finished jobs and erasure of a tenant."""
-
-    def __init__(self, core: Core) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
 
     @guarded
     def cleanup(

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .config import Settings
-from .core import Core
+from .core import Service
 from .crypto import keyring, reseal
 from .db import guarded
 from .errors import ConfigError
@@ -27,13 +26,8 @@ class Rotated:
         return {"jobs": self.jobs, "schedules": self.schedules}
 
 
-class KeyRotation:
-    def __init__(self, core: Core) -> None:
-        self.core = core
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
+class KeyRotation(Service):
+    """The facade's ``rotation``: re-encryption of stored sensitive fields with the newest key."""
 
     def rotate_keys(self, *, batch_size: int = ROTATE_BATCH) -> Rotated:
         """Re-encrypt the stored sensitive fields of every job and schedule of a sensitive type with

@@ -15,8 +15,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from ..config import Settings
-from ..core import Core
+from ..core import Core, Service
 from ..crypto import seal, unseal
 from ..db import guarded
 from ..errors import NotFound, SluiceError, ValidationError
@@ -31,16 +30,12 @@ from .slots import Slots, slot_key
 MAX_DUE = 500  # schedules one drain looks at; the rest wait for the next drain
 
 
-class Schedules:
+class Schedules(Service):
     """The stored schedules of one queue, and the code-declared ones it writes (``declarations``)."""
 
     def __init__(self, core: Core, declared: Declarations = declarations) -> None:
-        self.core = core
+        super().__init__(core)
         self.declarations = declared
-
-    @property
-    def settings(self) -> Settings:
-        return self.core.settings
 
     def _values(self, spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
         """The columns a save writes; the payload as the type's model stores it."""
