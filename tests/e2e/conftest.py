@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from lib.config import get_settings
+from tests.support.db import create_pg_database, drop_pg_database
 
 
 @pytest.fixture
@@ -29,3 +30,11 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sqlite_template: Path) 
     get_settings.cache_clear()
     yield url
     get_settings.cache_clear()
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database of its own (servers under test migrate it themselves)."""
+    url = create_pg_database(pg_server, "sluice_e2e")
+    yield url
+    drop_pg_database(pg_server, url)

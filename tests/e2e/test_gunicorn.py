@@ -5,35 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from lib.db import make_engine
 from tests.e2e.appserver import call, clean_env, free_port, gunicorn_server
-from tests.support.db import create_pg_database, drop_pg_database
-
-
-@pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    url = create_pg_database(pg_server, "sluice_gunicorn")
-    yield url
-    drop_pg_database(pg_server, url)
+from tests.support.db import rows
 
 
 @pytest.fixture
 def gunicorn(pg_url: str) -> Iterator[str]:
     with gunicorn_server(clean_env(pg_url), free_port(), "-w", "2") as base:
         yield base
-
-
-def _scalar(url: str, sql: str) -> Any:
-    engine = make_engine(url, "null")
-    with engine.connect() as conn:
-        value = conn.execute(sa.text(sql)).scalar_one()
-    engine.dispose()
-    return value
 
 
 @pytest.mark.slow
@@ -76,14 +58,14 @@ def test_gunicorn_two_workers_on_postgresql(gunicorn: str, pg_url: str) -> None:
         results = list(pool.map(lambda _: call(base, "POST", "/api/jobs/process?maxJobs=15"), range(4)))
     assert all(code == 200 for code, _ in results)
     assert sum(s["processed"] for _, s in results) == 40
-    assert _scalar(pg_url, "SELECT count(*) FROM sluice_jobs WHERE status = 'completed'") == 43
-    assert _scalar(pg_url, "SELECT max(attempts) FROM sluice_jobs") == 1
+    assert rows(pg_url, "SELECT count(*) FROM sluice_jobs WHERE status = 'completed'")[0][0] == 43
+    assert rows(pg_url, "SELECT max(attempts) FROM sluice_jobs")[0][0] == 1
     # Every drain is accounted for: a history row, or (one that found nothing) an idle count.
     drains = (
         "SELECT (SELECT count(*) FROM sluice_drains)"
         " + (SELECT coalesce(sum(count), 0) FROM sluice_idle_drains)"
     )
-    assert _scalar(pg_url, drains) == 5
+    assert rows(pg_url, drains)[0][0] == 5
 
     status, text = call(base, "GET", "/api/jobs/metrics")
     assert status == 200 and 'sluice_jobs{status="completed"} 43.0' in text

@@ -7,23 +7,13 @@ import math
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
-from lib.db import make_engine
 from tests.e2e.appserver import call, clean_env, free_port, gunicorn_server
-from tests.support.db import create_pg_database, drop_pg_database
+from tests.support.db import rows
 
 WORKERS = 2
-
-
-@pytest.fixture
-def pg_url(pg_server: str) -> Iterator[str]:
-    url = create_pg_database(pg_server, "sluice_kick")
-    yield url
-    drop_pg_database(pg_server, url)
 
 
 @pytest.fixture
@@ -33,14 +23,6 @@ def kicking(pg_url: str) -> Iterator[str]:
     env = clean_env(pg_url, JOBS_PUBLIC_URL=f"http://127.0.0.1:{port}")
     with gunicorn_server(env, port, "-w", str(WORKERS), "--threads", "4") as base:
         yield base
-
-
-def rows(url: str, sql: str) -> list[Any]:
-    engine = make_engine(url, "null")
-    with engine.connect() as conn:
-        found = list(conn.execute(sa.text(sql)))
-    engine.dispose()
-    return found
 
 
 def settle(url: str, total: int, timeout: float = 30) -> None:

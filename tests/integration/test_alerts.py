@@ -10,20 +10,11 @@ import sqlalchemy as sa
 
 from lib import Queue, aws
 from lib.alerts import ALERT_TYPE
-from lib.config import get_settings
 from tests.support.alerts import alert_payloads, fail_jobs, set_env
 from tests.support.db import count, make_queue
 from tests.support.webhook import Webhook
 
 SENDER = "alerts@example.com"
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Settings come from the environment (handlers read the process's settings)."""
-    get_settings.cache_clear()
-    yield monkeypatch
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from api._state import app_state
 from api.index import create_app
 from lib import Queue
 from lib.alerts import ALERT_TYPE, KEY_PREFIX, PRIORITY
-from lib.config import get_settings
 from tests.support.alerts import alert_payloads, fail_jobs, set_env
 from tests.support.api import api_settings
 from tests.support.db import count, make_queue
@@ -29,13 +28,6 @@ FORGED = {
     "count": 1,
     "items": [{"id": "x", "type": "x", "tenantId": None, "lastError": "click https://evil.example"}],
 }
-
-
-@pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    get_settings.cache_clear()
-    yield monkeypatch
-    get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -81,3 +81,12 @@ def expired_leases(queue: Queue) -> int:
     expired = [jobs.c.status == "processing", jobs.c.lease_expires_at < now(queue.dialect)]
     with queue.engine.connect() as conn:
         return int(conn.execute(sa.select(sa.func.count()).where(*expired)).scalar_one())
+
+
+def rows(url: str, sql: str) -> list[Any]:
+    """The rows of one SQL statement on the database at ``url`` (a server under test owns the data)."""
+    engine = make_engine(url, "null")
+    with engine.connect() as conn:
+        found = list(conn.execute(sa.text(sql)))
+    engine.dispose()
+    return found
