@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +44,42 @@ def _wait_for_line(lines: queue.Queue[str], prefix: str, seen: list[str], timeou
     raise AssertionError(f"no line starting with {prefix!r} in {seen}")
 
 
+def _serve_env(database: Path, **settings: str) -> dict[str, str]:
+    """A newcomer's environment: none of Sluice's settings but ``settings``, a SQLite file."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_", "VERCEL"))}
+    env.update(DATABASE_URL=f"sqlite:///{database}", PYTHONUNBUFFERED="1", **settings)
+    return env
+
+
+@contextlib.contextmanager
+def _serve(
+    env: dict[str, str], port: int, tick: int, out: queue.Queue[str], err: queue.Queue[str]
+) -> Iterator[subprocess.Popen[str]]:
+    """``python -m lib serve`` with its stdout and stderr lines pumped into ``out`` and ``err``
+    (the same queue for both is fine); killed afterwards if a test left it running."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", str(tick)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert server.stdout is not None and server.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(stream, lines), daemon=True)
+        for stream, lines in ((server.stdout, out), (server.stderr, err))
+    ]
+    for pump in pumps:
+        pump.start()
+    try:
+        yield server
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pump in pumps:
+            pump.join(timeout=5)
+        server.stdout.close()
+        server.stderr.close()
+
+
 def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
@@ -54,29 +91,12 @@ def _call(method: str, url: str, key: str, body: dict[str, Any] | None = None) -
 
 def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
     # Kicks off: the emulator's tick is what runs the job here (test_serve_kicks_itself: the kick).
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'dev' / 'sluice.db'}", PYTHONUNBUFFERED="1")
-    env["JOBS_KICK"] = "off"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "1"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None and server.stderr is not None
+    env = _serve_env(tmp_path / "dev" / "sluice.db", JOBS_KICK="off")
     lines: queue.Queue[str] = queue.Queue()
     errors: queue.Queue[str] = queue.Queue()
-    pumps = [
-        threading.Thread(target=_pump, args=(server.stdout, lines), daemon=True),
-        threading.Thread(target=_pump, args=(server.stderr, errors), daemon=True),
-    ]
-    for pump in pumps:
-        pump.start()
     seen: list[str] = []
-    try:
+    with _serve(env, port, 1, lines, errors) as server:
         key = _wait_for_line(lines, "API key: ", seen, 30).split(": ", 1)[1].strip()
         assert len(key) >= 32
         _wait_for_line(lines, "Ctrl-C to stop.", seen, 10)
@@ -102,14 +122,6 @@ def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0
         _wait_for_line(lines, "stopped", seen, 5)
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        for pump in pumps:
-            pump.join(timeout=5)
-        server.stdout.close()
-        server.stderr.close()
     logged = []
     while not errors.empty():
         logged.append(errors.get())
@@ -121,22 +133,11 @@ def test_serve_runs_jobs_without_anyone_calling_process(tmp_path: Path) -> None:
 def test_serve_kicks_itself_on_enqueue(tmp_path: Path) -> None:
     """No tick, and vercel.json's cron is minutes away: only the kick runs the job within seconds."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_", "VERCEL"))}
-    env.update(DATABASE_URL=f"sqlite:///{tmp_path / 'sluice.db'}", PYTHONUNBUFFERED="1")
-    env["JOBS_API_KEYS"] = "dev-key"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "0"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert server.stdout is not None and server.stderr is not None
+    env = _serve_env(tmp_path / "sluice.db", JOBS_API_KEYS="dev-key")
     errors: queue.Queue[str] = queue.Queue()
-    streams = (server.stdout, server.stderr)
-    pumps = [threading.Thread(target=_pump, args=(stream, errors), daemon=True) for stream in streams]
-    for pump in pumps:
-        pump.start()
     seen: list[str] = []
     base = f"http://127.0.0.1:{port}"
-    try:
+    with _serve(env, port, 0, errors, errors) as server:
         line = _wait_for_line(errors, "Kick on enqueue: ", seen, 30)
         assert f"POST {base}/api/jobs/process?maxJobs=1000" in line
         _wait_for_line(errors, "Ctrl-C to stop.", seen, 10)
@@ -152,37 +153,14 @@ def test_serve_kicks_itself_on_enqueue(tmp_path: Path) -> None:
         assert kicked == (1,)
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
-        for pump in pumps:
-            pump.join(timeout=5)
-        server.stdout.close()
-        server.stderr.close()
 
 
 def test_serve_names_a_start_up_problem_and_health_says_it(tmp_path: Path) -> None:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("JOBS_", "JOB_", "CRON_"))}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'sluice.db'}",
-        JOBS_HANDLER_MODULES="app.jobz",
-        PYTHONUNBUFFERED="1",
-    )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lib", "serve", "--port", str(port), "--tick", "0"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert server.stdout is not None and server.stderr is not None
+    env = _serve_env(tmp_path / "sluice.db", JOBS_HANDLER_MODULES="app.jobz")
+    output: queue.Queue[str] = queue.Queue()
     errors: queue.Queue[str] = queue.Queue()
-    pump = threading.Thread(target=_pump, args=(server.stderr, errors), daemon=True)
-    pump.start()
-    try:
+    with _serve(env, port, 0, output, errors) as server:
         line = _wait_for_line(errors, "error: ", [], 30)
         assert "JOBS_HANDLER_MODULES" in line and "'app.jobz' does not import" in line
         request = urllib.request.Request(f"http://127.0.0.1:{port}/api/health")
@@ -191,9 +169,5 @@ def test_serve_names_a_start_up_problem_and_health_says_it(tmp_path: Path) -> No
         body = json.loads(refused.value.read())
         assert refused.value.code == 503 and body["status"] == "misconfigured"
         assert "JOBS_HANDLER_MODULES" in body["problem"]
-    finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=15)
-        pump.join(timeout=5)
-        server.stdout.close()
-        server.stderr.close()
